@@ -1,0 +1,10 @@
+//! ltxvault: a self-hosted point-in-time backup vault for SQLite databases replicated as
+//! LTX files. See `docs/DESIGN.md` for the architecture.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod ltx;
+
+pub use error::{Error, Result};
