@@ -42,18 +42,12 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with a description of the operation.
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     /// Puts a file path in front of this error.
     pub fn in_file(self, path: impl Into<PathBuf>) -> Error {
-        Error::InFile {
-            path: path.into(),
-            source: Box::new(self),
-        }
+        Error::InFile { path: path.into(), source: Box::new(self) }
     }
 }
 

@@ -4,7 +4,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod error;
+pub mod io;
 pub mod ltx;
 
 pub use error::{Error, Result};

@@ -16,7 +16,6 @@ pub fn apply_pages(db: &File, source: &mut impl PageSource, page_size: u32) -> R
         db.write_all_at(page.data, page.pgno.file_offset(page_size))
             .map_err(|e| Error::io(format!("write page {}", page.pgno), e))?;
     }
-    db.set_len(u64::from(source.commit()) * u64::from(page_size))
-        .map_err(|e| Error::io("set database length", e))?;
+    db.set_len(u64::from(source.commit()) * u64::from(page_size)).map_err(|e| Error::io("set database length", e))?;
     Ok(())
 }

@@ -77,7 +77,7 @@ impl Checksum {
 /// Database checksum of an image held in memory (or an mmap): `image.len()` must be a whole
 /// number of pages. The lock page is left out.
 pub fn database_checksum(image: &[u8], page_size: u32) -> Checksum {
-    assert!(image.len() % page_size as usize == 0, "image is not a whole number of pages");
+    assert!(image.len().is_multiple_of(page_size as usize), "image is not a whole number of pages");
     let lock = PageNo::lock_page(page_size);
     let mut sum = Checksum::EMPTY_DATABASE;
     for (i, page) in image.chunks_exact(page_size as usize).enumerate() {
@@ -93,7 +93,7 @@ pub fn database_checksum(image: &[u8], page_size: u32) -> Checksum {
 pub fn database_file_checksum(path: &Path, page_size: u32) -> Result<Checksum> {
     let file = File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
     let len = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?.len();
-    if len % page_size as u64 != 0 {
+    if !len.is_multiple_of(page_size as u64) {
         return Err(Error::Invalid(format!(
             "{}: size {len} is not a multiple of the page size {page_size}",
             path.display()
@@ -171,9 +171,8 @@ mod tests {
         let before = database_checksum(&image, 512);
         let old = image[3 * 512..4 * 512].to_vec();
         image[3 * 512..4 * 512].fill(9);
-        let updated = before
-            .toggle(page_checksum(PageNo(4), &old))
-            .toggle(page_checksum(PageNo(4), &image[3 * 512..4 * 512]));
+        let updated =
+            before.toggle(page_checksum(PageNo(4), &old)).toggle(page_checksum(PageNo(4), &image[3 * 512..4 * 512]));
         assert_eq!(updated, database_checksum(&image, 512));
         // Shrink by two pages: XOR them out.
         let shrunk = updated

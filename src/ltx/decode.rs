@@ -62,10 +62,7 @@ enum Body<'a> {
     Raw { pos: usize },
     /// v1 with one LZ4 frame over the page block. `logical` counts uncompressed bytes from
     /// the start of the file, for error offsets.
-    Lz4 {
-        reader: Box<lz4_flex::frame::FrameDecoder<&'a [u8]>>,
-        logical: u64,
-    },
+    Lz4 { reader: Box<lz4_flex::frame::FrameDecoder<&'a [u8]>>, logical: u64 },
     /// v2/v3: per-page frames followed by a page index at `index_start`.
     Indexed { pos: usize, index_start: usize, index_pos: usize },
 }
@@ -283,13 +280,20 @@ impl<'a> Decoder<'a> {
                 let pgno = read_u32(frames, at).ok_or_else(|| truncated(at, "page header"))?;
                 let flags = match self.version {
                     Version::V3 => u16::from_be_bytes(
-                        *frames.get(at + PGNO_SIZE..).and_then(|b| b.first_chunk()).ok_or_else(|| truncated(at, "page header"))?,
+                        *frames
+                            .get(at + PGNO_SIZE..)
+                            .and_then(|b| b.first_chunk())
+                            .ok_or_else(|| truncated(at, "page header"))?,
                     ),
                     _ => 0,
                 };
                 if pgno == 0 {
                     if flags != 0 {
-                        return Err(LtxError::new(at as u64, Rule::EndMarker, format!("end marker with flags {flags:#06x}")));
+                        return Err(LtxError::new(
+                            at as u64,
+                            Rule::EndMarker,
+                            format!("end marker with flags {flags:#06x}"),
+                        ));
                     }
                     self.crc.update(&frames[at..at + header_size]);
                     let end = at + header_size;
@@ -321,7 +325,8 @@ impl<'a> Decoder<'a> {
                 }
                 let payload_at = at + header_size;
                 let frame_len = if flags & PAGE_FLAG_SIZE_PREFIX != 0 {
-                    let size = read_u32(frames, payload_at).ok_or_else(|| truncated(payload_at, "size prefix"))? as usize;
+                    let size =
+                        read_u32(frames, payload_at).ok_or_else(|| truncated(payload_at, "size prefix"))? as usize;
                     let block_at = payload_at + SIZE_PREFIX_SIZE;
                     let block = frames
                         .get(block_at..block_at.saturating_add(size))
@@ -336,28 +341,39 @@ impl<'a> Decoder<'a> {
                             ));
                         }
                         Err(e) => {
-                            return Err(LtxError::new(block_at as u64, Rule::PageCompression, format!("page {pgno}: LZ4 block: {e}")));
+                            return Err(LtxError::new(
+                                block_at as u64,
+                                Rule::PageCompression,
+                                format!("page {pgno}: LZ4 block: {e}"),
+                            ));
                         }
                     }
                     header_size + SIZE_PREFIX_SIZE + size
                 } else {
                     let frame = &frames[payload_at.min(frames.len())..];
                     let len = lz4::frame_len(frame).ok_or_else(|| {
-                        LtxError::new(payload_at as u64, Rule::PageCompression, format!("page {pgno}: malformed or truncated LZ4 frame"))
+                        LtxError::new(
+                            payload_at as u64,
+                            Rule::PageCompression,
+                            format!("page {pgno}: malformed or truncated LZ4 frame"),
+                        )
                     })?;
-                    lz4::decompress_frame_exact(&frame[..len], &mut self.buffer)
-                        .map_err(|e| LtxError::new(payload_at as u64, Rule::PageCompression, format!("page {pgno}: {e}")))?;
+                    lz4::decompress_frame_exact(&frame[..len], &mut self.buffer).map_err(|e| {
+                        LtxError::new(payload_at as u64, Rule::PageCompression, format!("page {pgno}: {e}"))
+                    })?;
                     header_size + len
                 };
                 // Checksummed as stored: page header, and the size prefix when present.
-                let stored_header_len = header_size + if flags & PAGE_FLAG_SIZE_PREFIX != 0 { SIZE_PREFIX_SIZE } else { 0 };
+                let stored_header_len =
+                    header_size + if flags & PAGE_FLAG_SIZE_PREFIX != 0 { SIZE_PREFIX_SIZE } else { 0 };
                 self.crc.update(&frames[at..at + stored_header_len]);
                 // The page index must name this very frame.
                 let index = &self.file[..trailer_start - INDEX_LEN_SIZE];
                 let mut entry = [0u64; 3];
                 for value in &mut entry {
-                    let (v, n) = get_uvarint(index.get(*index_pos..).unwrap_or_default())
-                        .ok_or_else(|| LtxError::new(*index_pos as u64, Rule::PageIndex, "malformed page index entry"))?;
+                    let (v, n) = get_uvarint(index.get(*index_pos..).unwrap_or_default()).ok_or_else(|| {
+                        LtxError::new(*index_pos as u64, Rule::PageIndex, "malformed page index entry")
+                    })?;
                     *value = v;
                     *index_pos += n;
                 }

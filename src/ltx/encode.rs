@@ -213,10 +213,8 @@ impl<W: Write> Encoder<W> {
         }
         let post_bytes = post_apply.0.to_be_bytes();
         self.crc.update(&post_bytes);
-        let trailer = Trailer {
-            post_apply_checksum: post_apply,
-            file_checksum: Checksum(Checksum::FLAG | self.crc.value()),
-        };
+        let trailer =
+            Trailer { post_apply_checksum: post_apply, file_checksum: Checksum(Checksum::FLAG | self.crc.value()) };
         out.write_all(&trailer.encode()).map_err(write_err)?;
         Ok((out, trailer))
     }

@@ -104,11 +104,7 @@ pub struct LtxError {
 
 impl LtxError {
     pub(crate) fn new(offset: u64, rule: Rule, detail: impl Into<String>) -> LtxError {
-        LtxError {
-            offset,
-            rule,
-            detail: detail.into(),
-        }
+        LtxError { offset, rule, detail: detail.into() }
     }
 }
 

@@ -272,7 +272,12 @@ impl Header {
             return fail(
                 FLAGS_OFFSET,
                 Rule::HeaderFlags,
-                format!("flags {:#010x} outside the {} mask {:#x}", self.flags, version.name(), version.allowed_flags()),
+                format!(
+                    "flags {:#010x} outside the {} mask {:#x}",
+                    self.flags,
+                    version.name(),
+                    version.allowed_flags()
+                ),
             );
         }
         if !valid_page_size(self.page_size) {
@@ -337,13 +342,20 @@ impl Header {
             ));
         }
         if self.has_checksums() && !post.is_flagged() {
-            return Err(LtxError::new(offset, Rule::PostApplyChecksum, format!("post-apply checksum {post} lacks bit 63")));
+            return Err(LtxError::new(
+                offset,
+                Rule::PostApplyChecksum,
+                format!("post-apply checksum {post} lacks bit 63"),
+            ));
         }
         if self.has_checksums() && self.commit == 0 && post != Checksum::EMPTY_DATABASE {
             return Err(LtxError::new(
                 offset,
                 Rule::PostApplyChecksum,
-                format!("empty database (commit 0) must have post-apply checksum {}, found {post}", Checksum::EMPTY_DATABASE),
+                format!(
+                    "empty database (commit 0) must have post-apply checksum {}, found {post}",
+                    Checksum::EMPTY_DATABASE
+                ),
             ));
         }
         Ok(())
@@ -363,7 +375,11 @@ pub(crate) fn check_next_pgno(header: &Header, last: u32, pgno: u32, offset: u64
         return Err(LtxError::new(offset, Rule::LockPage, format!("page {pgno} is the lock page")));
     }
     if pgno > header.commit {
-        return Err(LtxError::new(offset, Rule::PageBeyondCommit, format!("page {pgno} is beyond commit {}", header.commit)));
+        return Err(LtxError::new(
+            offset,
+            Rule::PageBeyondCommit,
+            format!("page {pgno} is beyond commit {}", header.commit),
+        ));
     }
     if pgno <= last {
         return Err(LtxError::new(offset, Rule::PageOrder, format!("page {pgno} follows page {last}")));
@@ -371,7 +387,11 @@ pub(crate) fn check_next_pgno(header: &Header, last: u32, pgno: u32, offset: u64
     if header.is_snapshot() {
         let expected = if last + 1 == lock { last + 2 } else { last + 1 };
         if pgno != expected {
-            return Err(LtxError::new(offset, Rule::SnapshotIncomplete, format!("snapshot jumps from page {last} to page {pgno}")));
+            return Err(LtxError::new(
+                offset,
+                Rule::SnapshotIncomplete,
+                format!("snapshot jumps from page {last} to page {pgno}"),
+            ));
         }
     }
     Ok(())
@@ -385,7 +405,11 @@ pub fn valid_page_size(page_size: u32) -> bool {
 /// Checks the magic number of a file and decodes its header.
 pub fn read_header(file: &[u8]) -> Result<Header> {
     let Some(bytes) = file.first_chunk::<HEADER_SIZE>() else {
-        return Err(LtxError::new(0, Rule::Truncated, format!("{} bytes, shorter than the {HEADER_SIZE}-byte header", file.len())));
+        return Err(LtxError::new(
+            0,
+            Rule::Truncated,
+            format!("{} bytes, shorter than the {HEADER_SIZE}-byte header", file.len()),
+        ));
     };
     if bytes[MAGIC_OFFSET..FLAGS_OFFSET] != MAGIC {
         return Err(LtxError::new(

@@ -77,9 +77,8 @@ mod tests {
     use std::io::Write;
 
     fn frame(data: &[u8], content_checksum: bool, block_checksums: bool) -> Vec<u8> {
-        let info = lz4_flex::frame::FrameInfo::new()
-            .content_checksum(content_checksum)
-            .block_checksums(block_checksums);
+        let info =
+            lz4_flex::frame::FrameInfo::new().content_checksum(content_checksum).block_checksums(block_checksums);
         let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
         enc.write_all(data).unwrap();
         enc.finish().unwrap()

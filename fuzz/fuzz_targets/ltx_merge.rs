@@ -1,0 +1,9 @@
+//! Arbitrary bytes split into 2 to 4 LTX files and merged; see `ltxvault_fuzz::check_merge`.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = ltxvault_fuzz::check_merge(data);
+});

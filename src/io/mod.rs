@@ -1,0 +1,124 @@
+//! File-system helpers for durable writes. (The I/O engine trait of the vault lives here
+//! too once the engine exists.)
+//!
+//! The rule for a new file: write it under a temporary name in the same directory,
+//! `sync_data` it, rename it over the final name, then fsync the directory so the rename
+//! itself survives a crash.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Durability asked of a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sync {
+    /// Leave it to the page cache.
+    None,
+    /// `fdatasync`: data and the metadata needed to read it back.
+    Data,
+    /// `fsync`: data and all metadata.
+    All,
+}
+
+/// Syncs an open file as `sync` asks.
+pub fn sync_file(file: &File, sync: Sync, what: &Path) -> Result<()> {
+    let result = match sync {
+        Sync::None => Ok(()),
+        Sync::Data => file.sync_data(),
+        Sync::All => file.sync_all(),
+    };
+    result.map_err(|e| Error::io(format!("sync {}", what.display()), e))
+}
+
+/// Fsyncs a directory, making the names created, renamed or removed in it durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("sync directory {}", dir.display()), e))
+}
+
+/// A file being written under a temporary name next to its final path. Dropping it without
+/// [`commit`](TempFile::commit) removes the temporary file, so a failed write leaves
+/// nothing behind.
+pub struct TempFile {
+    file: Option<File>,
+    temp: PathBuf,
+    target: PathBuf,
+}
+
+impl TempFile {
+    /// Creates `<dir>/.<name>.tmp-<pid>` for a file that will become `target`.
+    pub fn create(target: &Path) -> Result<TempFile> {
+        let name =
+            target.file_name().ok_or_else(|| Error::Invalid(format!("{} is not a file path", target.display())))?;
+        let temp = target.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(|e| Error::io(format!("create {}", temp.display()), e))?;
+        Ok(TempFile { file: Some(file), temp, target: target.to_path_buf() })
+    }
+
+    /// The open temporary file.
+    pub fn file(&self) -> &File {
+        self.file.as_ref().expect("present until commit or drop")
+    }
+
+    /// The temporary path.
+    pub fn path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Syncs the data, renames over the target and syncs the directory.
+    pub fn commit(mut self) -> Result<()> {
+        let file = self.file.take().expect("present until commit or drop");
+        sync_file(&file, Sync::Data, &self.temp)?;
+        drop(file);
+        std::fs::rename(&self.temp, &self.target)
+            .map_err(|e| Error::io(format!("rename {} to {}", self.temp.display(), self.target.display()), e))?;
+        sync_dir(self.target.parent().unwrap_or(Path::new(".")))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// A whole file mapped read-only into memory.
+pub struct MappedFile {
+    map: Option<memmap2::Mmap>,
+}
+
+impl MappedFile {
+    /// Maps `path`. An empty file maps to an empty slice.
+    pub fn open(path: &Path) -> Result<MappedFile> {
+        let file = File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let len = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?.len();
+        if len == 0 {
+            return Ok(MappedFile { map: None });
+        }
+        // SAFETY: the map is read-only. The files we map are immutable once written (LTX
+        // files, sealed segments) or owned by the caller for the duration; if another
+        // process truncated one under us, reads would fault (SIGBUS) rather than return
+        // wrong bytes, and everything read is checksummed before use.
+        let map = unsafe { memmap2::MmapOptions::new().map(&file) }
+            .map_err(|e| Error::io(format!("mmap {}", path.display()), e))?;
+        let _ = map.advise(memmap2::Advice::Sequential);
+        Ok(MappedFile { map: Some(map) })
+    }
+}
+
+impl std::ops::Deref for MappedFile {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or_default()
+    }
+}

@@ -1,0 +1,656 @@
+//! Encode then decode: whatever the encoder accepts, the decoder gives back unchanged.
+//!
+//! The property covers the three encodings ltxvault writes (v1 uncompressed, v1 with an LZ4
+//! page block, v3-block with and without database checksums) over random page sizes,
+//! commits, page sets and header fields. Besides comparing the decoded header, pages and
+//! trailer with what went in, each file is walked byte by byte against
+//! `docs/ltx-format.md` (frame layout, page index, file checksum recomputed with the `crc`
+//! crate), so that an encoder and decoder that agree on a wrong layout are still caught.
+//!
+//! The second half checks that the encoder refuses what the format forbids, one explicit
+//! case per rule, for every encoding.
+//!
+//! Seeds: every property prints its RNG seed on stderr (shown when it fails, or with
+//! `--nocapture`); `LTXVAULT_SEED=<seed>` (or proptest's own `PROPTEST_RNG_SEED`) replays it.
+
+use std::io::Read;
+
+use ltxvault::Error;
+use ltxvault::ltx::{Checksum, Decoder, Encoder, Format, Header, PageNo, Rule, Trailer, TxId, Version, database_checksum};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
+
+// ------------------------------------------------------------------------------------------
+// Seeds and page contents. Each test file of the suite carries its own copy, so that each
+// reads on its own.
+
+const SEED_VAR: &str = "LTXVAULT_SEED";
+
+/// A proptest configuration with a known seed, printed so that a failure can be replayed.
+///
+/// `contextualize_config` in the `proptest!` macro re-reads `PROPTEST_*` variables after
+/// this runs, so `PROPTEST_RNG_SEED` wins over `LTXVAULT_SEED` if both are set; the seed is
+/// chosen in that same order so that the printed one is the one in use.
+fn seeded(cases: u32) -> ProptestConfig {
+    let defaults = ProptestConfig::default();
+    let seed = match (defaults.rng_seed, std::env::var(SEED_VAR)) {
+        (RngSeed::Fixed(seed), _) => seed,
+        (RngSeed::Random, Ok(text)) => {
+            text.trim().parse().unwrap_or_else(|_| panic!("{SEED_VAR}={text:?} is not a u64"))
+        }
+        (RngSeed::Random, Err(_)) => fresh_seed(),
+    };
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    eprintln!("{test}: RNG seed {seed} (replay with {SEED_VAR}={seed})");
+    ProptestConfig {
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
+        // The printed seed is the reproducer; regression files would be new files in the
+        // source tree on every failure.
+        failure_persistence: None,
+        ..defaults
+    }
+}
+
+fn fresh_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// How a page's bytes are made. Pages are described by a small value rather than generated
+/// byte by byte, so that 64 KiB pages cost nothing to generate or shrink, and so that LZ4
+/// sees all its cases: long zero runs, short runs and back-references, and incompressible
+/// noise (a literal-only block larger than the page).
+#[derive(Clone, Copy, Debug)]
+enum Fill {
+    Zeros,
+    Byte(u8),
+    Noise(u64),
+    Runs(u64),
+}
+
+fn fill() -> impl Strategy<Value = Fill> {
+    prop_oneof![
+        1 => Just(Fill::Zeros),
+        1 => any::<u8>().prop_map(Fill::Byte),
+        2 => any::<u64>().prop_map(Fill::Noise),
+        3 => any::<u64>().prop_map(Fill::Runs),
+    ]
+}
+
+/// SplitMix64: a tiny deterministic generator, enough to expand a seed into page bytes.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn page_bytes(fill: Fill, page_size: u32) -> Vec<u8> {
+    let n = page_size as usize;
+    match fill {
+        Fill::Zeros => vec![0; n],
+        Fill::Byte(b) => vec![b; n],
+        Fill::Noise(seed) => {
+            let mut rng = SplitMix(seed);
+            let mut page = Vec::with_capacity(n + 8);
+            while page.len() < n {
+                page.extend_from_slice(&rng.next().to_le_bytes());
+            }
+            page.truncate(n);
+            page
+        }
+        Fill::Runs(seed) => {
+            // Runs of a few byte values, and copies of earlier stretches, so that the LZ4
+            // output mixes literals, short matches and distant matches.
+            let mut rng = SplitMix(seed);
+            let mut page = Vec::with_capacity(n);
+            while page.len() < n {
+                let len = 1 + rng.below(96) as usize;
+                if page.len() > 16 && rng.below(3) == 0 {
+                    let from = rng.below(page.len() as u64 - 8) as usize;
+                    let len = len.min(page.len() - from);
+                    page.extend_from_within(from..from + len);
+                } else {
+                    let byte = [0u8, 0xff, 0x20, rng.next() as u8][rng.below(4) as usize];
+                    page.extend(std::iter::repeat_n(byte, len));
+                }
+            }
+            page.truncate(n);
+            page
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Helpers.
+
+const FLAG_LZ4: u32 = 0x1;
+const FLAG_NO_CHECKSUM: u32 = 0x2;
+const HEADER_SIZE: usize = 100;
+const TRAILER_SIZE: usize = 16;
+
+fn crc64(bytes: &[u8]) -> u64 {
+    crc::Crc::<u64>::new(&crc::CRC_64_GO_ISO).checksum(bytes)
+}
+
+fn lock_page(page_size: u32) -> u32 {
+    (0x4000_0000 / page_size) + 1
+}
+
+/// The format rule an encoder or decoder error names, or `None` for any other error.
+fn rule_of(error: &Error) -> Option<Rule> {
+    match error {
+        Error::Format(e) => Some(e.rule),
+        _ => None,
+    }
+}
+
+/// Everything a decoder hands out for one file.
+#[derive(Debug, PartialEq)]
+struct Decoded {
+    version: Version,
+    header: Header,
+    pages: Vec<(u32, Vec<u8>)>,
+    trailer: Trailer,
+}
+
+fn decode(bytes: &[u8]) -> Result<Decoded, ltxvault::ltx::LtxError> {
+    let mut decoder = Decoder::new(bytes)?;
+    let mut pages = Vec::new();
+    while let Some(page) = decoder.next_page()? {
+        pages.push((page.pgno.0, page.data.to_vec()));
+    }
+    let trailer = decoder.trailer().expect("a drained decoder has a verified trailer");
+    Ok(Decoded { version: decoder.version(), header: *decoder.header(), pages, trailer })
+}
+
+fn encode(header: &Header, format: Format, pages: &[(u32, Vec<u8>)], post_apply: Checksum) -> Vec<u8> {
+    let mut encoder = Encoder::new(Vec::new(), header, format).expect("valid header");
+    for (pgno, data) in pages {
+        encoder.write_page(PageNo(*pgno), data).expect("valid page");
+    }
+    encoder.finish(post_apply).expect("valid file").0
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let low = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(low);
+            return;
+        }
+        out.push(low | 0x80);
+    }
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap())
+}
+
+/// Walks a file as `docs/ltx-format.md` lays it out (§2, §3.1) and checks every part
+/// against the pages that went in; returns the file checksum the spec (§4.1) gives.
+///
+/// This is an independent reading of the format: it shares no code with the decoder, only
+/// LZ4 (through `lz4_flex` directly) and the CRC (through the `crc` crate).
+fn spec_file_checksum(bytes: &[u8], format: Format, pages: &[(u32, Vec<u8>)], post_apply: Checksum) -> Checksum {
+    let header_bytes = &bytes[..HEADER_SIZE];
+    let trailer_at = bytes.len() - TRAILER_SIZE;
+    assert_eq!(&bytes[trailer_at..trailer_at + 8], &post_apply.0.to_be_bytes(), "post-apply checksum field");
+    // The checksummed stream: header as stored, the logical page block, the page index,
+    // the post-apply checksum.
+    let mut stream = header_bytes.to_vec();
+    match format {
+        Format::V1 { compress } => {
+            let mut block = Vec::new();
+            for (pgno, data) in pages {
+                block.extend_from_slice(&pgno.to_be_bytes());
+                block.extend_from_slice(data);
+            }
+            block.extend_from_slice(&[0; 4]);
+            let stored = &bytes[HEADER_SIZE..trailer_at];
+            if compress {
+                let mut plain = Vec::new();
+                lz4_flex::frame::FrameDecoder::new(stored).read_to_end(&mut plain).expect("page block is one LZ4 frame");
+                assert!(plain == block, "v1 LZ4 page block decompresses to the v1 frames");
+            } else {
+                assert!(stored == block, "v1 page block is pgno ‖ page per frame, then a 4-byte zero end marker");
+            }
+            stream.extend_from_slice(&block);
+        }
+        Format::V3Block => {
+            let mut at = HEADER_SIZE;
+            let mut index = Vec::new();
+            for (pgno, data) in pages {
+                assert_eq!(u32_at(bytes, at), *pgno, "frame at {at}: pgno");
+                assert_eq!(&bytes[at + 4..at + 6], &[0, 1], "frame at {at}: page flags 0x0001");
+                let size = u32_at(bytes, at + 6) as usize;
+                let block = &bytes[at + 10..at + 10 + size];
+                let page = lz4_flex::block::decompress(block, data.len()).expect("raw LZ4 block");
+                assert!(&page == data, "frame at {at}: page {pgno} content");
+                stream.extend_from_slice(&bytes[at..at + 10]);
+                stream.extend_from_slice(data);
+                put_uvarint(&mut index, u64::from(*pgno));
+                put_uvarint(&mut index, at as u64);
+                put_uvarint(&mut index, (10 + size) as u64);
+                at += 10 + size;
+            }
+            assert_eq!(&bytes[at..at + 6], &[0; 6], "6-byte zero end marker");
+            stream.extend_from_slice(&[0; 6]);
+            at += 6;
+            index.push(0);
+            let varint_len = index.len() as u64;
+            index.extend_from_slice(&varint_len.to_be_bytes());
+            assert!(bytes[at..trailer_at] == index[..], "page index: (pgno, offset, size) varints, 0, u64 length");
+            stream.extend_from_slice(&index);
+        }
+    }
+    stream.extend_from_slice(&post_apply.0.to_be_bytes());
+    Checksum(Checksum::FLAG | crc64(&stream))
+}
+
+// ------------------------------------------------------------------------------------------
+// The round-trip property.
+
+#[derive(Clone, Debug)]
+struct FileCase {
+    format: Format,
+    /// The header handed to the encoder; `flags` carries the caller's NoChecksum wish.
+    header: Header,
+    pages: Vec<(u32, Fill)>,
+    /// For files whose post-apply checksum is not computed from the pages: the low bits.
+    post_apply_bits: u64,
+}
+
+impl FileCase {
+    fn has_checksums(&self) -> bool {
+        self.header.flags & FLAG_NO_CHECKSUM == 0 || self.format != Format::V3Block
+    }
+}
+
+fn format() -> impl Strategy<Value = Format> {
+    prop_oneof![Just(Format::V1 { compress: false }), Just(Format::V1 { compress: true }), Just(Format::V3Block)]
+}
+
+/// Commit and the page numbers a file stores. Snapshots hold every page up to a small
+/// commit. Other files hold a sparse set under any commit, often right around the lock page
+/// so that the encoder's skip of it is exercised without a 1 GiB file.
+fn page_numbers(page_size: u32, snapshot: bool) -> BoxedStrategy<(u32, Vec<u32>)> {
+    // Keep a file under ~256 KiB of pages so a case costs well under a millisecond.
+    let max_pages = (256 * 1024 / page_size).min(48);
+    if snapshot {
+        return (0..=max_pages).prop_map(|commit| (commit, (1..=commit).collect())).boxed();
+    }
+    let lock = lock_page(page_size);
+    let commit = prop_oneof![
+        4 => 0..=64u32,
+        2 => lock - 4..=lock + 4,
+        1 => any::<u32>(),
+    ];
+    commit
+        .prop_flat_map(move |commit| {
+            let pgno = prop_oneof![
+                any::<u32>().prop_map(move |r| 1 + r % commit.max(1)),
+                (-4i64..=4).prop_map(move |d| (i64::from(lock) + d).clamp(1, i64::from(commit.max(1))) as u32),
+            ];
+            (Just(commit), vec(pgno, 0..=max_pages as usize))
+        })
+        .prop_map(move |(commit, mut pgnos)| {
+            pgnos.retain(|&p| p != lock && p <= commit);
+            pgnos.sort_unstable();
+            pgnos.dedup();
+            (commit, pgnos)
+        })
+        .boxed()
+}
+
+/// WAL offset, size and salts that both v1 and v3 accept: all zero, or an offset with a
+/// non-zero size (v1 wants one) and any salts.
+fn wal_fields() -> impl Strategy<Value = (i64, i64, u32, u32)> {
+    prop_oneof![Just((0, 0, 0, 0)), (1..=i64::MAX, 1..=i64::MAX, any::<u32>(), any::<u32>())]
+}
+
+fn file_case() -> impl Strategy<Value = FileCase> {
+    let page_size = prop_oneof![Just(512u32), Just(1024), Just(4096), Just(65536)];
+    let snapshot = prop_oneof![1 => Just(true), 2 => Just(false)];
+    (format(), any::<bool>(), page_size, snapshot)
+        .prop_flat_map(|(format, no_checksum, page_size, snapshot)| {
+            let txids = (any::<u64>(), any::<u64>()).prop_map(move |(a, b)| {
+                let (lo, hi) = (a.min(b), a.max(b));
+                if snapshot { (TxId(1), TxId(hi.max(1))) } else { (TxId(lo.max(2)), TxId(hi.max(2))) }
+            });
+            let pages = page_numbers(page_size, snapshot).prop_flat_map(move |(commit, pgnos)| {
+                let n = pgnos.len();
+                (Just(commit), Just(pgnos), vec(fill(), n))
+            });
+            (txids, any::<i64>(), wal_fields(), any::<u64>(), any::<u64>(), any::<u64>(), pages).prop_map(
+                move |(txids, timestamp_ms, wal, node_id, pre_bits, post_apply_bits, (commit, pgnos, fills))| {
+                    let no_checksum = no_checksum && format == Format::V3Block;
+                    let pre_apply_checksum = if snapshot || no_checksum {
+                        Checksum::NONE
+                    } else {
+                        Checksum(Checksum::FLAG | pre_bits)
+                    };
+                    let header = Header {
+                        flags: if no_checksum { FLAG_NO_CHECKSUM } else { 0 },
+                        page_size,
+                        commit,
+                        min_txid: txids.0,
+                        max_txid: txids.1,
+                        timestamp_ms,
+                        pre_apply_checksum,
+                        wal_offset: wal.0,
+                        wal_size: wal.1,
+                        wal_salt1: wal.2,
+                        wal_salt2: wal.3,
+                        node_id,
+                    };
+                    FileCase { format, header, pages: pgnos.into_iter().zip(fills).collect(), post_apply_bits }
+                },
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(seeded(256))]
+
+    #[test]
+    fn encode_then_decode_gives_back_what_went_in(case in file_case()) {
+        let page_size = case.header.page_size;
+        let pages: Vec<(u32, Vec<u8>)> =
+            case.pages.iter().map(|&(pgno, fill)| (pgno, page_bytes(fill, page_size))).collect();
+        let snapshot = case.header.min_txid == TxId(1);
+        let post_apply = if !case.has_checksums() {
+            Checksum::NONE
+        } else if snapshot {
+            // Independent of the encoder: the database checksum of the image the snapshot
+            // describes (pages 1..=commit laid end to end).
+            let image: Vec<u8> = pages.iter().flat_map(|(_, data)| data.iter().copied()).collect();
+            database_checksum(&image, page_size)
+        } else if case.header.commit == 0 {
+            Checksum::EMPTY_DATABASE
+        } else {
+            Checksum(Checksum::FLAG | case.post_apply_bits)
+        };
+
+        let mut encoder = Encoder::new(Vec::new(), &case.header, case.format).expect("valid header");
+        for (pgno, data) in &pages {
+            encoder.write_page(PageNo(*pgno), data).expect("valid page");
+        }
+        prop_assert_eq!(encoder.page_count() as usize, pages.len());
+        if snapshot && case.has_checksums() {
+            prop_assert_eq!(encoder.snapshot_checksum(), Some(post_apply));
+        } else {
+            prop_assert_eq!(encoder.snapshot_checksum(), None);
+        }
+        let written_header = *encoder.header();
+        let (bytes, trailer) = encoder.finish(post_apply).expect("valid file");
+
+        // The header as written: the caller's fields, with the flags the format dictates.
+        let expected_flags = match case.format {
+            Format::V1 { compress } => if compress { FLAG_LZ4 } else { 0 },
+            Format::V3Block => case.header.flags & FLAG_NO_CHECKSUM,
+        };
+        let expected_header = Header { flags: expected_flags, ..case.header };
+        prop_assert_eq!(written_header, expected_header);
+        prop_assert_eq!(&bytes[..HEADER_SIZE], &expected_header.encode()[..]);
+        prop_assert_eq!(&bytes[bytes.len() - TRAILER_SIZE..], &trailer.encode()[..]);
+        prop_assert_eq!(trailer.post_apply_checksum, post_apply);
+        prop_assert_eq!(trailer.file_checksum, spec_file_checksum(&bytes, case.format, &pages, post_apply));
+
+        let decoded = decode(&bytes).map_err(|e| TestCaseError::fail(format!("decode: {e}")))?;
+        let expected_version = case.format.version();
+        prop_assert_eq!(decoded.version, expected_version);
+        prop_assert_eq!(decoded.header, expected_header);
+        prop_assert_eq!(decoded.trailer, trailer);
+        prop_assert!(decoded.pages == pages, "decoded pages differ from the encoded ones");
+
+        // Told the version instead of detecting it, and through `verify`, the same file.
+        let summary = Decoder::with_version(&bytes, expected_version)
+            .and_then(Decoder::verify)
+            .map_err(|e| TestCaseError::fail(format!("verify: {e}")))?;
+        prop_assert_eq!(summary.header, expected_header);
+        prop_assert_eq!(summary.trailer, trailer);
+        prop_assert_eq!(summary.page_count as usize, pages.len());
+        prop_assert_eq!(summary.max_pgno, PageNo(pages.last().map_or(0, |p| p.0)));
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The encoder refuses what the format forbids.
+
+const ALL_FORMATS: [Format; 3] = [Format::V1 { compress: false }, Format::V1 { compress: true }, Format::V3Block];
+
+/// A valid incremental (non-snapshot) header with checksums.
+fn incremental(page_size: u32, commit: u32) -> Header {
+    Header {
+        page_size,
+        commit,
+        min_txid: TxId(5),
+        max_txid: TxId(7),
+        timestamp_ms: 1_700_000_000_000,
+        pre_apply_checksum: Checksum(Checksum::FLAG | 0x1234),
+        ..Header::default()
+    }
+}
+
+fn snapshot(page_size: u32, commit: u32) -> Header {
+    Header { min_txid: TxId(1), pre_apply_checksum: Checksum::NONE, ..incremental(page_size, commit) }
+}
+
+/// Writes `pages` in order and returns the rule of the first refusal, from `write_page` or
+/// from `finish(post_apply)`; `None` if the file was accepted.
+fn first_refusal(header: &Header, format: Format, pages: &[(u32, usize)], post_apply: Checksum) -> Option<Rule> {
+    let mut encoder = match Encoder::new(Vec::new(), header, format) {
+        Ok(encoder) => encoder,
+        Err(e) => return Some(rule_of(&e).unwrap_or_else(|| panic!("not a format error: {e}"))),
+    };
+    for (i, &(pgno, len)) in pages.iter().enumerate() {
+        let data: Vec<u8> = (0..len).map(|j| (j * 31 + i) as u8).collect();
+        if let Err(e) = encoder.write_page(PageNo(pgno), &data) {
+            return Some(rule_of(&e).unwrap_or_else(|| panic!("not a format error: {e}")));
+        }
+    }
+    encoder.finish(post_apply).err().map(|e| rule_of(&e).unwrap_or_else(|| panic!("not a format error: {e}")))
+}
+
+fn some_checksum() -> Checksum {
+    Checksum(Checksum::FLAG | 0xabcd)
+}
+
+#[test]
+fn encoder_refuses_pages_out_of_order() {
+    let ps = 512;
+    for format in ALL_FORMATS {
+        let header = incremental(ps, 10);
+        let refused = |pgnos: &[u32]| {
+            let pages: Vec<(u32, usize)> = pgnos.iter().map(|&p| (p, ps as usize)).collect();
+            first_refusal(&header, format, &pages, some_checksum())
+        };
+        assert_eq!(refused(&[2, 3, 5]), None, "{format:?}: ascending with gaps is fine");
+        assert_eq!(refused(&[3, 2]), Some(Rule::PageOrder), "{format:?}: descending");
+        assert_eq!(refused(&[3, 3]), Some(Rule::PageOrder), "{format:?}: duplicate");
+        assert_eq!(refused(&[1, 4, 9, 4]), Some(Rule::PageOrder), "{format:?}: going back");
+        assert_eq!(refused(&[0]), Some(Rule::PageNumberZero), "{format:?}: page 0 is the end marker");
+    }
+}
+
+#[test]
+fn encoder_refuses_the_lock_page() {
+    // With 64 KiB pages the lock page is 16385, so a sparse file around it is small.
+    let ps = 65536;
+    let lock = lock_page(ps);
+    assert_eq!(lock, 16385);
+    for format in ALL_FORMATS {
+        let header = incremental(ps, lock + 5);
+        let full = ps as usize;
+        assert_eq!(
+            first_refusal(&header, format, &[(lock, full)], some_checksum()),
+            Some(Rule::LockPage),
+            "{format:?}: the lock page alone"
+        );
+        assert_eq!(
+            first_refusal(&header, format, &[(lock - 1, full), (lock, full), (lock + 1, full)], some_checksum()),
+            Some(Rule::LockPage),
+            "{format:?}: the lock page between its neighbours"
+        );
+        // Its neighbours are ordinary pages, and the file decodes.
+        let pages = vec![(lock - 1, vec![7u8; full]), (lock + 1, vec![9u8; full])];
+        let bytes = encode(&header, format, &pages, some_checksum());
+        assert_eq!(decode(&bytes).expect("decodes").pages, pages, "{format:?}");
+    }
+}
+
+#[test]
+fn encoder_refuses_pages_beyond_commit() {
+    for format in ALL_FORMATS {
+        let header = incremental(1024, 5);
+        assert_eq!(first_refusal(&header, format, &[(5, 1024)], some_checksum()), None, "{format:?}");
+        assert_eq!(
+            first_refusal(&header, format, &[(6, 1024)], some_checksum()),
+            Some(Rule::PageBeyondCommit),
+            "{format:?}"
+        );
+        assert_eq!(
+            first_refusal(&header, format, &[(2, 1024), (u32::MAX, 1024)], some_checksum()),
+            Some(Rule::PageBeyondCommit),
+            "{format:?}"
+        );
+        // Commit 0 ("delete the database") can hold no page at all.
+        let empty = incremental(1024, 0);
+        assert_eq!(
+            first_refusal(&empty, format, &[(1, 1024)], Checksum::EMPTY_DATABASE),
+            Some(Rule::PageBeyondCommit),
+            "{format:?}"
+        );
+    }
+}
+
+#[test]
+fn encoder_refuses_pages_of_the_wrong_length() {
+    for format in ALL_FORMATS {
+        for ps in [512u32, 4096] {
+            let header = incremental(ps, 4);
+            let n = ps as usize;
+            for len in [0, 1, n - 1, n + 1, 2 * n] {
+                assert_eq!(
+                    first_refusal(&header, format, &[(1, n), (2, len)], some_checksum()),
+                    Some(Rule::PageLength),
+                    "{format:?}: page of {len} bytes, page size {ps}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn encoder_refuses_incomplete_snapshots() {
+    for format in ALL_FORMATS {
+        let header = snapshot(512, 4);
+        let pages = |pgnos: &[u32]| pgnos.iter().map(|&p| (p, 512usize)).collect::<Vec<_>>();
+        // The post-apply checksum is irrelevant here: completeness is checked first, at
+        // the page that skips or at `finish` for missing trailing pages.
+        let any = some_checksum();
+        assert_eq!(first_refusal(&header, format, &pages(&[2, 3, 4]), any), Some(Rule::SnapshotIncomplete));
+        assert_eq!(first_refusal(&header, format, &pages(&[1, 3]), any), Some(Rule::SnapshotIncomplete));
+        assert_eq!(first_refusal(&header, format, &pages(&[1, 2, 3]), any), Some(Rule::SnapshotIncomplete));
+        assert_eq!(first_refusal(&header, format, &pages(&[]), any), Some(Rule::SnapshotIncomplete));
+    }
+}
+
+#[test]
+fn encoder_refuses_a_wrong_snapshot_post_apply_checksum() {
+    let ps = 1024;
+    let image: Vec<u8> = (1..=3).flat_map(|i| page_bytes(Fill::Noise(i), ps)).collect();
+    let right = database_checksum(&image, ps);
+    let pages: Vec<(u32, Vec<u8>)> =
+        image.chunks(ps as usize).enumerate().map(|(i, d)| (i as u32 + 1, d.to_vec())).collect();
+    for format in ALL_FORMATS {
+        let finish = |post: Checksum| {
+            let mut encoder = Encoder::new(Vec::new(), &snapshot(ps, 3), format).unwrap();
+            for (pgno, data) in &pages {
+                encoder.write_page(PageNo(*pgno), data).unwrap();
+            }
+            assert_eq!(encoder.snapshot_checksum(), Some(right), "{format:?}");
+            encoder.finish(post).map(|_| ()).map_err(|e| rule_of(&e))
+        };
+        assert_eq!(finish(right), Ok(()), "{format:?}");
+        assert_eq!(finish(Checksum(right.0 ^ 1)), Err(Some(Rule::PostApplyChecksum)), "{format:?}: one bit off");
+        assert_eq!(finish(some_checksum()), Err(Some(Rule::PostApplyChecksum)), "{format:?}: another database");
+        assert_eq!(finish(Checksum::NONE), Err(Some(Rule::PostApplyChecksum)), "{format:?}: absent");
+        assert_eq!(finish(Checksum(right.0 & !Checksum::FLAG)), Err(Some(Rule::PostApplyChecksum)), "{format:?}");
+    }
+    // Without checksums (v3 NoChecksum) the post-apply checksum must be absent.
+    let header = Header { flags: FLAG_NO_CHECKSUM, ..snapshot(ps, 3) };
+    let data = |p: usize| pages[p].1.len();
+    let page_list = [(1, data(0)), (2, data(1)), (3, data(2))];
+    assert_eq!(first_refusal(&header, Format::V3Block, &page_list, Checksum::NONE), None);
+    assert_eq!(first_refusal(&header, Format::V3Block, &page_list, right), Some(Rule::PostApplyChecksum));
+}
+
+#[test]
+fn encoder_refuses_wrong_post_apply_checksums_of_incremental_files() {
+    for format in ALL_FORMATS {
+        let header = incremental(512, 2);
+        let pages = [(1, 512usize)];
+        assert_eq!(first_refusal(&header, format, &pages, Checksum::NONE), Some(Rule::PostApplyChecksum));
+        assert_eq!(first_refusal(&header, format, &pages, Checksum(0x1234)), Some(Rule::PostApplyChecksum));
+        // An empty database has exactly one checksum.
+        let empty = incremental(512, 0);
+        assert_eq!(first_refusal(&empty, format, &[], Checksum::EMPTY_DATABASE), None);
+        assert_eq!(first_refusal(&empty, format, &[], some_checksum()), Some(Rule::PostApplyChecksum));
+    }
+    let no_checksum = Header { flags: FLAG_NO_CHECKSUM, pre_apply_checksum: Checksum::NONE, ..incremental(512, 2) };
+    assert_eq!(first_refusal(&no_checksum, Format::V3Block, &[(1, 512)], some_checksum()), Some(Rule::PostApplyChecksum));
+}
+
+#[test]
+fn encoder_refuses_invalid_headers() {
+    let good = incremental(4096, 3);
+    let cases: Vec<(&str, Header, Rule)> = vec![
+        ("min TXID 0", Header { min_txid: TxId(0), ..good }, Rule::TxidRange),
+        ("min above max", Header { min_txid: TxId(8), max_txid: TxId(7), ..good }, Rule::TxidRange),
+        ("page size 0", Header { page_size: 0, ..good }, Rule::PageSize),
+        ("page size 256", Header { page_size: 256, ..good }, Rule::PageSize),
+        ("page size 1000", Header { page_size: 1000, ..good }, Rule::PageSize),
+        ("page size 131072", Header { page_size: 131_072, ..good }, Rule::PageSize),
+        ("negative WAL offset", Header { wal_offset: -1, wal_size: 8, ..good }, Rule::WalFields),
+        ("negative WAL size", Header { wal_offset: 32, wal_size: -1, ..good }, Rule::WalFields),
+        ("WAL size without offset", Header { wal_size: 8, ..good }, Rule::WalFields),
+        ("salt without offset", Header { wal_salt2: 1, ..good }, Rule::WalFields),
+        ("snapshot with pre-apply", Header { pre_apply_checksum: some_checksum(), ..snapshot(4096, 0) }, Rule::PreApplyChecksum),
+        ("pre-apply absent", Header { pre_apply_checksum: Checksum::NONE, ..good }, Rule::PreApplyChecksum),
+        ("pre-apply lacks bit 63", Header { pre_apply_checksum: Checksum(5), ..good }, Rule::PreApplyChecksum),
+    ];
+    for format in ALL_FORMATS {
+        for (what, header, rule) in &cases {
+            let refused = Encoder::new(Vec::new(), header, format).err().map(|e| rule_of(&e));
+            assert_eq!(refused, Some(Some(*rule)), "{format:?}: {what}");
+        }
+    }
+    // v1 (ltx ≤ v0.3) also wants a WAL size with a WAL offset; v3 dropped that rule.
+    let offset_only = Header { wal_offset: 32, ..good };
+    for compress in [false, true] {
+        let refused = Encoder::new(Vec::new(), &offset_only, Format::V1 { compress }).err().map(|e| rule_of(&e));
+        assert_eq!(refused, Some(Some(Rule::WalFields)));
+    }
+    assert!(Encoder::new(Vec::new(), &offset_only, Format::V3Block).is_ok());
+    // NoChecksum forbids a pre-apply checksum (v3 only: v1 has no such flag and always
+    // carries checksums, so the encoder drops the flag).
+    let no_checksum = Header { flags: FLAG_NO_CHECKSUM, ..good };
+    let refused = Encoder::new(Vec::new(), &no_checksum, Format::V3Block).err().map(|e| rule_of(&e));
+    assert_eq!(refused, Some(Some(Rule::PreApplyChecksum)));
+    let v1 = Encoder::new(Vec::new(), &no_checksum, Format::V1 { compress: false }).expect("v1 drops NoChecksum");
+    assert_eq!(v1.header().flags, 0);
+}
