@@ -4,7 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::ltx::LtxError;
+use crate::catalog::Position;
+use crate::ltx::{Checksum, LtxError};
 
 /// Everything that can go wrong in ltxvault.
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +35,87 @@ pub enum Error {
         source: Box<Error>,
     },
 
-    /// The caller asked for something that does not make sense (bad argument, bad name).
+    /// The caller asked for something that does not make sense (bad argument).
     #[error("{0}")]
     Invalid(String),
+
+    /// A cluster or database name that is not allowed.
+    #[error("{0}")]
+    InvalidName(String),
+
+    /// An upload does not continue the stored history. Carries the stored position, which
+    /// the LiteFS protocol returns with EPOSMISMATCH.
+    #[error("position mismatch: {reason} (stored position {position})")]
+    PositionMismatch {
+        /// The stored position (zero for a database the vault does not have).
+        position: Position,
+        /// Why the upload does not fit.
+        reason: String,
+    },
+
+    /// An upload's page size differs from the stored database's.
+    #[error("page size {got} does not match the stored database's {expected}")]
+    PageSizeMismatch {
+        /// The database's page size.
+        expected: u32,
+        /// The upload's.
+        got: u32,
+    },
+
+    /// An upload's post-apply checksum is not the checksum of the database it produces.
+    #[error("post-apply checksum {claimed} is wrong: applying the upload gives {computed}")]
+    BadChecksum {
+        /// What the file says.
+        claimed: Checksum,
+        /// What the vault computed.
+        computed: Checksum,
+    },
+
+    /// An upload larger than the configured limit.
+    #[error("upload of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Bytes offered.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+
+    /// The ingest queue stayed full for the configured wait; try again.
+    #[error("vault busy: the ingest queue stayed full for {0} ms; retry later")]
+    Busy(u64),
+
+    /// A write failed earlier; the vault refuses writes until it is reopened.
+    #[error("vault is poisoned after a failed write ({0}); reopen it to recover")]
+    Poisoned(String),
+
+    /// Another process holds the vault.
+    #[error("vault {} is in use by {holder}; stop it or use --endpoint to talk to it", dir.display())]
+    Locked {
+        /// The vault directory.
+        dir: PathBuf,
+        /// What the lock file says about its holder.
+        holder: String,
+    },
+
+    /// No such database.
+    #[error("no database \"{db}\" in cluster \"{cluster}\"")]
+    NotFound {
+        /// Cluster name.
+        cluster: String,
+        /// Database name.
+        db: String,
+    },
+
+    /// Stored data failed a check: which file, where, and what was wrong.
+    #[error("corrupt data in {} at offset {offset}: {reason}", file.display())]
+    Corrupt {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the damaged structure.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -4,9 +4,17 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
+pub mod bench;
+pub mod catalog;
 pub mod cli;
+pub mod clock;
 pub mod error;
+pub mod ingest;
 pub mod io;
 pub mod ltx;
+pub mod names;
+pub mod segment;
+pub mod vault;
 
 pub use error::{Error, Result};
+pub use vault::{Ack, Vault, VaultConfig};

@@ -1,5 +1,6 @@
 //! The `ltxvault` command line.
 
+mod bench_cmd;
 mod ltx_cmd;
 
 use std::process::ExitCode;
@@ -21,6 +22,11 @@ enum Command {
         #[command(subcommand)]
         command: ltx_cmd::LtxCommand,
     },
+    /// Measure the vault on this machine.
+    Bench {
+        #[command(subcommand)]
+        command: bench_cmd::BenchCommand,
+    },
 }
 
 /// Parses the command line, runs the command and maps the outcome to an exit code. Errors
@@ -29,6 +35,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ltx { command } => ltx_cmd::run(command),
+        Command::Bench { command } => bench_cmd::run(command),
     };
     match result {
         Ok(code) => code,

@@ -122,3 +122,9 @@ impl std::ops::Deref for MappedFile {
         self.map.as_deref().unwrap_or_default()
     }
 }
+
+pub mod engine;
+mod std_engine;
+mod uring;
+
+pub use engine::{IoChoice, IoEngine, open_engine};

@@ -1,0 +1,139 @@
+//! The in-memory index of the vault: for every database its position, HWM, page size and
+//! the ordered runs of stored history, each with its TXID and time range and location.
+//! Rebuilt at open from the log (see `segment::recover`).
+
+pub mod pagesums;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use crate::ltx::{Checksum, TxId};
+use crate::segment::Location;
+use pagesums::PageSums;
+
+/// A replication position: the last TXID and the database checksum after it. The zero
+/// position means "no data".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    /// Last TXID applied.
+    pub txid: TxId,
+    /// Database checksum after it.
+    pub checksum: Checksum,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.txid, self.checksum)
+    }
+}
+
+/// One stored piece of history: an uploaded LTX file (level 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// First TXID.
+    pub min_txid: TxId,
+    /// Last TXID.
+    pub max_txid: TxId,
+    /// Effective (monotonic) timestamp of the last transaction, ms.
+    pub timestamp_ms: i64,
+    /// Database size in pages after the run.
+    pub commit: u32,
+    /// Database checksum before the run.
+    pub pre_apply: Checksum,
+    /// Database checksum after the run.
+    pub post_apply: Checksum,
+    /// Where its record is.
+    pub location: Location,
+    /// Payload bytes.
+    pub bytes: u64,
+}
+
+/// Identifies a database: cluster and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DbKey {
+    /// Cluster name.
+    pub cluster: String,
+    /// Database name.
+    pub db: String,
+}
+
+/// The state of one database. `pending` runs ahead of `durable` while uploads wait for
+/// their fsync; validation uses `pending`, readers see `durable`.
+pub struct DbState {
+    /// Page size, 0 before the first upload.
+    pub page_size: u32,
+    /// Position including uploads accepted into the log queue.
+    pub pending: Position,
+    /// Commit (pages) at `pending`.
+    pub pending_commit: u32,
+    /// Effective timestamp at `pending`.
+    pub pending_timestamp_ms: i64,
+    /// Position of the durable history.
+    pub durable: Position,
+    /// Commit at `durable`.
+    pub durable_commit: u32,
+    /// Highest TXID durable in the vault; never goes backwards.
+    pub hwm: TxId,
+    /// Durable runs, ordered by TXID.
+    pub runs: Vec<Run>,
+    /// The page-checksum map at `pending`.
+    pub sums: PageSums,
+    /// What the map vouched for when it was opened (used once, at vault open).
+    pub clean_point: Option<pagesums::CleanPoint>,
+}
+
+impl DbState {
+    /// Records a durable run (from an acknowledged write or from recovery), keeping runs
+    /// ordered, and moves `durable` and the HWM forward.
+    pub fn add_durable(&mut self, run: Run) {
+        let at = self.runs.partition_point(|r| r.min_txid < run.min_txid);
+        self.runs.insert(at, run);
+        if run.max_txid > self.durable.txid {
+            self.durable = Position { txid: run.max_txid, checksum: run.post_apply };
+            self.durable_commit = run.commit;
+        }
+        self.hwm = self.hwm.max(run.max_txid);
+    }
+}
+
+/// All databases, by cluster and name.
+#[derive(Default)]
+pub struct Catalog {
+    dbs: RwLock<BTreeMap<DbKey, Arc<Mutex<DbState>>>>,
+}
+
+impl Catalog {
+    /// The database's state, if it exists.
+    pub fn get(&self, key: &DbKey) -> Option<Arc<Mutex<DbState>>> {
+        self.dbs.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    /// The database's state, created by `make` if it does not exist yet.
+    pub fn get_or_create(
+        &self,
+        key: &DbKey,
+        make: impl FnOnce() -> crate::Result<DbState>,
+    ) -> crate::Result<Arc<Mutex<DbState>>> {
+        if let Some(db) = self.get(key) {
+            return Ok(db);
+        }
+        let mut dbs = self.dbs.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = dbs.get(key) {
+            return Ok(db.clone());
+        }
+        let db = Arc::new(Mutex::new(make()?));
+        dbs.insert(key.clone(), db.clone());
+        Ok(db)
+    }
+
+    /// Every database key, sorted.
+    pub fn keys(&self) -> Vec<DbKey> {
+        self.dbs.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+    }
+}
+
+/// Locks a database's state. A poisoned mutex (a panic while it was held) is taken as is:
+/// the vault poisons itself on worker panics, and the state is only read afterwards.
+pub fn lock(db: &Mutex<DbState>) -> MutexGuard<'_, DbState> {
+    db.lock().unwrap_or_else(|e| e.into_inner())
+}

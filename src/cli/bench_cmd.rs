@@ -1,0 +1,94 @@
+//! `ltxvault bench ingest`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::bench::{IngestParams, ingest};
+use crate::error::{Error, Result};
+use crate::io::engine::IoChoice;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum BenchCommand {
+    /// Durable ingest: concurrent writers upload small (or large) LTX files into a fresh
+    /// vault; prints throughput and ack latency percentiles.
+    Ingest {
+        /// Scratch directory for the vault (created; must not hold a vault you need).
+        #[arg(long)]
+        data: PathBuf,
+        /// I/O engine: auto, uring or std.
+        #[arg(long, default_value = "auto")]
+        io: String,
+        /// Concurrent writer threads.
+        #[arg(long, default_value_t = 16)]
+        writers: usize,
+        /// Databases.
+        #[arg(long, default_value_t = 100)]
+        dbs: usize,
+        /// Pages per upload.
+        #[arg(long, default_value_t = 2)]
+        pages: u32,
+        /// Page size.
+        #[arg(long, default_value_t = 4096)]
+        page_size: u32,
+        /// Uploads to time.
+        #[arg(long, default_value_t = 50_000)]
+        uploads: usize,
+        /// Offered load in uploads/s (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) fn run(command: BenchCommand) -> Result<ExitCode> {
+    match command {
+        BenchCommand::Ingest { data, io, writers, dbs, pages, page_size, uploads, rate, json } => {
+            let io = match io.as_str() {
+                "auto" => IoChoice::Auto,
+                "uring" => IoChoice::Uring,
+                "std" => IoChoice::Std,
+                other => return Err(Error::Invalid(format!("--io {other}: expected auto, uring or std"))),
+            };
+            if data.join("l0").exists() {
+                return Err(Error::Invalid(format!(
+                    "{} already holds a vault; give an empty scratch directory",
+                    data.display()
+                )));
+            }
+            let params =
+                IngestParams { io, writers, databases: dbs, pages_per_upload: pages, page_size, uploads, rate };
+            let r = ingest(&data, &params)?;
+            let [p50, p90, p99, max] = r.latency_us;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "engine": r.engine, "uploads": r.uploads, "seconds": r.elapsed.as_secs_f64(),
+                        "uploads_per_sec": r.uploads_per_sec, "mib_per_sec": r.mib_per_sec,
+                        "latency_us": {"p50": p50, "p90": p90, "p99": p99, "max": max},
+                        "writers": writers, "dbs": dbs, "pages": pages, "page_size": page_size, "rate": rate,
+                    })
+                );
+            } else {
+                println!(
+                    "engine {}: {} uploads in {:.2} s = {:.0} uploads/s, {:.1} MiB/s; ack latency p50 {} us, p90 {} us, p99 {} us, max {} us",
+                    r.engine,
+                    r.uploads,
+                    r.elapsed.as_secs_f64(),
+                    r.uploads_per_sec,
+                    r.mib_per_sec,
+                    p50,
+                    p90,
+                    p99,
+                    max
+                );
+            }
+            std::fs::remove_dir_all(&data).map_err(|e| Error::io(format!("remove {}", data.display()), e))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Ingest: validating an upload against the stored position, and the group-commit log
+//! writer that makes it durable.
+//!
+//! ```text
+//!  request thread                         writer thread (one per vault)
+//!  ─────────────────────────────────      ─────────────────────────────────────────
+//!  decode + verify LTX (no locks)
+//!  lock database
+//!    contiguity, page size, checksum
+//!    push WriteRequest ──── bounded ───►  take the first request, then all that are
+//!    update pending state, page sums       queued (up to a batch limit)
+//!  unlock                                  append them with one gather write,
+//!  wait for the ack  ◄──────────────────   one fdatasync (io_uring or pwrite engine)
+//!  lock database, add durable run, HWM     answer every request of the batch
+//! ```
+//!
+//! The request thread pushes while holding its database's lock, so one database's
+//! records enter the log in TXID order. The writer takes no lock a request thread holds.
+//! A failed write or fdatasync poisons the vault: the writer answers every later request
+//! with an error, and only reopening (which runs recovery) clears it.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam::channel::{Receiver, Sender};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::catalog::pagesums::PageSums;
+use crate::clock::Clock;
+use crate::io::engine::IoEngine;
+use crate::ltx::{Checksum, PageNo, page_checksum};
+use crate::segment::format::{RecordHeader, SEGMENT_HEADER_SIZE, align_up};
+use crate::segment::{Location, PreparedSegment, prepare_segment, segment_path};
+
+/// An upload's bytes, shared with the writer thread without copying.
+#[derive(Clone)]
+pub struct Payload(Arc<dyn AsRef<[u8]> + Send + Sync>);
+
+impl Payload {
+    /// Wraps anything that holds bytes (a `Vec`, an mmap of a spooled body).
+    pub fn new(bytes: impl AsRef<[u8]> + Send + Sync + 'static) -> Payload {
+        Payload(Arc::new(bytes))
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(bytes: Vec<u8>) -> Payload {
+        Payload::new(bytes)
+    }
+}
+
+/// The vault-wide "a write failed" flag. Once set it stays set until the vault is
+/// reopened.
+#[derive(Default)]
+pub struct Poison {
+    set: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
+
+impl Poison {
+    /// Marks the vault poisoned; the first reason wins.
+    pub fn poison(&self, reason: String) {
+        let mut current = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if current.is_none() {
+            *current = Some(reason);
+        }
+        self.set.store(true, Ordering::SeqCst);
+    }
+
+    /// The reason, if poisoned.
+    pub fn reason(&self) -> Option<String> {
+        if !self.set.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// One upload on its way to the log. `seq` and `batch_offset` of the header are filled in
+/// by the writer.
+pub(crate) struct WriteRequest {
+    pub header: RecordHeader,
+    pub payload: Payload,
+    pub done: Sender<Result<Location, String>>,
+}
+
+/// Limits of the writer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WriterLimits {
+    pub segment_bytes: u64,
+    pub max_batch_bytes: u64,
+    pub max_batch_records: usize,
+}
+
+/// The log writer's state; runs on its own thread.
+pub(crate) struct LogWriter {
+    pub dir: PathBuf,
+    pub engine: Box<dyn IoEngine>,
+    pub limits: WriterLimits,
+    pub poison: Arc<Poison>,
+    pub clock: Arc<dyn Clock>,
+    /// The active segment: id, open file, size, next free offset.
+    pub active: Option<(u64, File, u64, u64)>,
+    pub next_seq: u64,
+    /// The next segment, being zero-filled in the background.
+    pub spare: Option<std::thread::JoinHandle<crate::Result<PreparedSegment>>>,
+}
+
+static PADDING: [u8; 8] = [0; 8];
+
+impl LogWriter {
+    /// Serves requests until every sender is gone.
+    pub fn run(mut self, queue: Receiver<WriteRequest>) {
+        while let Ok(first) = queue.recv() {
+            let mut bytes = first.header.record_len();
+            let mut batch = vec![first];
+            while bytes < self.limits.max_batch_bytes && batch.len() < self.limits.max_batch_records {
+                match queue.try_recv() {
+                    Ok(next) => {
+                        bytes += next.header.record_len();
+                        batch.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(batch);
+        }
+    }
+
+    fn write_batch(&mut self, mut batch: Vec<WriteRequest>) {
+        while !batch.is_empty() {
+            if let Some(reason) = self.poison.reason() {
+                for request in batch {
+                    let _ = request.done.send(Err(format!("vault is poisoned: {reason}")));
+                }
+                return;
+            }
+            // Room in the active segment for the first request, or a new segment.
+            let first_len = batch[0].header.record_len();
+            let fits = matches!(&self.active, Some((_, _, size, tail)) if tail + first_len <= *size);
+            if !fits && let Err(e) = self.roll(first_len) {
+                self.poison.poison(format!("could not start a new log segment: {e}"));
+                continue;
+            }
+            let Some((id, file, size, tail)) = &mut self.active else { continue };
+            let start = *tail;
+            let mut end = start;
+            let mut count = 0;
+            for request in &mut batch {
+                let len = request.header.record_len();
+                if end + len > *size {
+                    break;
+                }
+                request.header.seq = self.next_seq + count as u64;
+                request.header.batch_offset = start;
+                end += len;
+                count += 1;
+            }
+            let group: Vec<WriteRequest> = batch.drain(..count).collect();
+            let headers: Vec<Vec<u8>> = group.iter().map(|r| r.header.encode()).collect();
+            let mut bufs: Vec<&[u8]> = Vec::with_capacity(group.len() * 3);
+            for (request, header) in group.iter().zip(&headers) {
+                bufs.push(header);
+                bufs.push(request.payload.bytes());
+                let unpadded = header.len() as u64 + request.payload.bytes().len() as u64;
+                let pad = (align_up(unpadded) - unpadded) as usize;
+                if pad > 0 {
+                    bufs.push(&PADDING[..pad]);
+                }
+            }
+            let result = self.engine.write_and_sync(file, start, &bufs);
+            drop(bufs);
+            match result {
+                Ok(()) => {
+                    let mut offset = start;
+                    for request in group {
+                        let location = Location { segment: *id, offset };
+                        offset += request.header.record_len();
+                        let _ = request.done.send(Ok(location));
+                    }
+                    *tail = end;
+                    self.next_seq += count as u64;
+                }
+                Err(e) => {
+                    let reason = format!(
+                        "write or fdatasync of {} at offset {start} failed: {e}",
+                        segment_path(&self.dir, *id).display()
+                    );
+                    self.poison.poison(reason.clone());
+                    for request in group {
+                        let _ = request.done.send(Err(reason.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the next segment, large enough for a record of `record_len` bytes. The
+    /// spare prepared in the background is used when it is big enough; then the one after
+    /// is started, so a roll normally costs a rename and a directory sync.
+    fn roll(&mut self, record_len: u64) -> crate::Result<()> {
+        let id = self.active.as_ref().map_or(1, |(id, ..)| id + 1);
+        let needed = align_up(SEGMENT_HEADER_SIZE as u64 + record_len);
+        let spare = match self.spare.take().map(|h| h.join()) {
+            Some(Ok(Ok(spare))) if spare.id == id && spare.size >= needed => Some(spare),
+            _ => None,
+        };
+        let prepared = match spare {
+            Some(spare) => spare,
+            None => prepare_segment(&self.dir, id, self.limits.segment_bytes.max(needed), self.clock.now_ms())?,
+        };
+        let (file, id, size) = prepared.install(&self.dir)?;
+        self.active = Some((id, file, size, SEGMENT_HEADER_SIZE as u64));
+        let (dir, size, now) = (self.dir.clone(), self.limits.segment_bytes, self.clock.now_ms());
+        self.spare = std::thread::Builder::new()
+            .name("ltxvault-segment-prep".into())
+            .spawn(move || prepare_segment(&dir, id + 1, size, now))
+            .ok();
+        Ok(())
+    }
+}
+
+/// The database checksum after applying a file's pages onto the state `sums` describes
+/// (`old` = its checksum, `old_commit` = its size), without changing anything. Pages the
+/// database grows by that the file does not hold are zeros (that is what extending the
+/// file gives), pages above `new_commit` drop out.
+pub(crate) fn checksum_after(
+    sums: &PageSums,
+    old: Checksum,
+    old_commit: u32,
+    new_commit: u32,
+    pages: &[(PageNo, Checksum)],
+    page_size: u32,
+) -> Checksum {
+    let lock = PageNo::lock_page(page_size);
+    let mut sum = old;
+    for &(pgno, pc) in pages {
+        if pgno.0 <= old_commit {
+            sum = sum.toggle(sums.get(pgno).unwrap_or_default());
+        }
+        sum = sum.toggle(pc);
+    }
+    for p in (new_commit + 1..=old_commit).map(PageNo).filter(|&p| p != lock) {
+        sum = sum.toggle(sums.get(p).unwrap_or_default());
+    }
+    for p in grown_unwritten(old_commit, new_commit, pages, lock) {
+        sum = sum.toggle(zero_page_checksum(p, page_size));
+    }
+    sum
+}
+
+/// Applies the same change to the map.
+pub(crate) fn apply_to_sums(
+    sums: &mut PageSums,
+    old_commit: u32,
+    new_commit: u32,
+    pages: &[(PageNo, Checksum)],
+    page_size: u32,
+) -> crate::Result<()> {
+    let lock = PageNo::lock_page(page_size);
+    sums.ensure_dirty()?;
+    sums.resize(new_commit)?;
+    for &(pgno, pc) in pages {
+        sums.set(pgno, pc);
+    }
+    for p in grown_unwritten(old_commit, new_commit, pages, lock) {
+        sums.set(p, zero_page_checksum(p, page_size));
+    }
+    Ok(())
+}
+
+/// Pages in `old_commit+1..=new_commit` that `pages` (sorted) does not hold, lock page
+/// excepted.
+fn grown_unwritten(old_commit: u32, new_commit: u32, pages: &[(PageNo, Checksum)], lock: PageNo) -> Vec<PageNo> {
+    if new_commit <= old_commit {
+        return Vec::new();
+    }
+    let first_new = pages.partition_point(|(p, _)| p.0 <= old_commit);
+    let mut written = pages[first_new..].iter().map(|(p, _)| *p).peekable();
+    let mut missing = Vec::new();
+    for p in (old_commit + 1..=new_commit).map(PageNo) {
+        if written.peek() == Some(&p) {
+            written.next();
+        } else if p != lock {
+            missing.push(p);
+        }
+    }
+    missing
+}
+
+fn zero_page_checksum(pgno: PageNo, page_size: u32) -> Checksum {
+    static ZEROS: [u8; 65536] = [0; 65536];
+    page_checksum(pgno, &ZEROS[..page_size as usize])
+}
+
+/// xxh3 of a payload, as records store it.
+pub(crate) fn payload_checksum(bytes: &[u8]) -> u64 {
+    xxh3_64(bytes)
+}

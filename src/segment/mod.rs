@@ -1,0 +1,272 @@
+//! The shared L0 log: numbered, preallocated segment files of self-describing records.
+//!
+//! ```text
+//! <vault>/l0/0000000000000001.seg   sealed: full, never written again
+//! <vault>/l0/0000000000000002.seg   active: the writer appends here; zeros after the tail
+//! ```
+//!
+//! Recovery ([`recover`]) walks every segment reading record headers (each checked by its
+//! own xxh3); the last segment's payloads are checked too, because only there can a crash
+//! have torn a write. A bad record in the last segment is a torn tail when nothing valid
+//! follows it from a later write batch: the batch was never acknowledged (acks wait for its
+//! fdatasync), so it is cut and zeroed. A bad record anywhere else, or one followed by a
+//! later batch, is damage to acknowledged data: the open fails and names file and offset.
+
+pub mod format;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use format::{RECORD_ALIGN, RECORD_MAGIC, RecordHeader, SEGMENT_HEADER_SIZE, SegmentHeader};
+
+use crate::error::{Error, Result};
+use crate::io::{MappedFile, sync_dir};
+
+/// Where a record lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    /// Segment id.
+    pub segment: u64,
+    /// Byte offset of the record in the segment.
+    pub offset: u64,
+}
+
+/// Path of segment `id` in the log directory.
+pub fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016x}.seg"))
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".seg")?;
+    (stem.len() == 16 && stem.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| u64::from_str_radix(stem, 16).ok())
+        .flatten()
+}
+
+/// A segment written under a temporary name, ready to be installed as segment `id`.
+pub struct PreparedSegment {
+    /// The open file.
+    pub file: File,
+    /// Its id.
+    pub id: u64,
+    /// Its size.
+    pub size: u64,
+    temp: PathBuf,
+}
+
+/// Writes segment `id` of `size` bytes under a temporary name: zero-filled (so later
+/// appends change no file metadata and fdatasync stays cheap), header written, synced.
+/// Slow (it writes `size` bytes), so the log writer has it done ahead of time.
+pub fn prepare_segment(dir: &Path, id: u64, size: u64, created_ms: i64) -> Result<PreparedSegment> {
+    let temp = dir.join(format!(".{id:016x}.seg.tmp"));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)
+        .map_err(|e| Error::io(format!("create {}", temp.display()), e))?;
+    let zeros = vec![0u8; (1 << 20).min(size as usize)];
+    let mut at = 0;
+    while at < size {
+        let n = zeros.len().min((size - at) as usize);
+        file.write_all_at(&zeros[..n], at).map_err(|e| Error::io(format!("zero-fill {}", temp.display()), e))?;
+        at += n as u64;
+    }
+    let header = SegmentHeader { id, created_ms }.encode();
+    file.write_all_at(&header, 0).map_err(|e| Error::io(format!("write {}", temp.display()), e))?;
+    file.sync_all().map_err(|e| Error::io(format!("sync {}", temp.display()), e))?;
+    Ok(PreparedSegment { file, id, size, temp })
+}
+
+impl PreparedSegment {
+    /// Renames the segment to its final name and syncs the directory: from here on it is
+    /// part of the log.
+    pub fn install(self, dir: &Path) -> Result<(File, u64, u64)> {
+        let path = segment_path(dir, self.id);
+        std::fs::rename(&self.temp, &path).map_err(|e| Error::io(format!("rename {}", self.temp.display()), e))?;
+        sync_dir(dir)?;
+        Ok((self.file, self.id, self.size))
+    }
+}
+
+/// Read access to segments through cached read-only mmaps.
+pub struct Segments {
+    dir: PathBuf,
+    maps: RwLock<BTreeMap<u64, Arc<MappedFile>>>,
+}
+
+impl Segments {
+    /// Segments of the log directory `dir`.
+    pub fn new(dir: &Path) -> Segments {
+        Segments { dir: dir.to_path_buf(), maps: RwLock::new(BTreeMap::new()) }
+    }
+
+    /// The mapped segment `id`.
+    pub fn map(&self, id: u64) -> Result<Arc<MappedFile>> {
+        if let Some(map) = self.maps.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            return Ok(map.clone());
+        }
+        let map = Arc::new(MappedFile::open(&segment_path(&self.dir, id))?);
+        self.maps.write().unwrap_or_else(|e| e.into_inner()).insert(id, map.clone());
+        Ok(map)
+    }
+
+    /// Forgets the mapping of a segment (before it is deleted or rewritten).
+    pub fn forget(&self, id: u64) {
+        self.maps.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    /// Reads the record at `loc`, checking header and payload checksums, and hands the
+    /// header and payload to `f`.
+    pub fn with_record<T>(&self, loc: Location, f: impl FnOnce(&RecordHeader, &[u8]) -> Result<T>) -> Result<T> {
+        let map = self.map(loc.segment)?;
+        let path = || segment_path(&self.dir, loc.segment);
+        let corrupt = |reason: String| Error::Corrupt { file: path(), offset: loc.offset, reason };
+        let bytes = map.get(loc.offset as usize..).ok_or_else(|| corrupt("record offset past the end".into()))?;
+        let header = RecordHeader::decode(bytes).map_err(corrupt)?.ok_or_else(|| corrupt("no record here".into()))?;
+        let payload = header.payload(bytes).map_err(corrupt)?;
+        f(&header, payload)
+    }
+}
+
+/// One record found by recovery.
+#[derive(Clone, Debug)]
+pub struct Found {
+    /// Where it is.
+    pub location: Location,
+    /// Its header.
+    pub header: RecordHeader,
+}
+
+/// What recovery found: every record in log order, and where the writer continues.
+#[derive(Debug)]
+pub struct Recovered {
+    /// Records, oldest first.
+    pub records: Vec<Found>,
+    /// The active segment (the last one), if any.
+    pub active: Option<u64>,
+    /// Offset in the active segment where the next record goes.
+    pub tail: u64,
+    /// Sequence number of the next record.
+    pub next_seq: u64,
+    /// Bytes of a torn tail that were cut, if any (for the log line).
+    pub torn_bytes: u64,
+}
+
+/// Scans the log directory; see the module docs for what is checked and what is repaired.
+pub fn recover(dir: &Path) -> Result<Recovered> {
+    let mut ids = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(id) = parse_segment_name(&name) {
+            ids.push(id);
+        } else if name.starts_with('.') && name.ends_with(".tmp") {
+            // A segment whose creation a crash interrupted: never renamed, never used.
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    ids.sort_unstable();
+    for pair in ids.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            return Err(Error::Corrupt {
+                file: segment_path(dir, pair[0] + 1),
+                offset: 0,
+                reason: format!("segment missing between {:016x} and {:016x}", pair[0], pair[1]),
+            });
+        }
+    }
+    let mut out = Recovered { records: Vec::new(), active: ids.last().copied(), tail: 0, next_seq: 1, torn_bytes: 0 };
+    let mut expected_seq: Option<u64> = None;
+    for (i, &id) in ids.iter().enumerate() {
+        let is_last = i + 1 == ids.len();
+        let path = segment_path(dir, id);
+        let map = MappedFile::open(&path)?;
+        let corrupt = |offset: u64, reason: String| Error::Corrupt { file: path.clone(), offset, reason };
+        let header = SegmentHeader::decode(&map).map_err(|r| corrupt(0, r))?;
+        if header.id != id {
+            return Err(corrupt(0, format!("header says segment {:016x}", header.id)));
+        }
+        let mut offset = SEGMENT_HEADER_SIZE as u64;
+        loop {
+            let at = &map[offset as usize..];
+            let checked = RecordHeader::decode(at).and_then(|h| match h {
+                Some(h) if is_last => h.payload(at).map(|_| Some(h)),
+                other => Ok(other),
+            });
+            let checked = checked.and_then(|h| match (h, expected_seq) {
+                (Some(h), Some(seq)) if h.seq != seq => {
+                    Err(format!("sequence number {} where {seq} was expected", h.seq))
+                }
+                (h, _) => Ok(h),
+            });
+            match checked {
+                Ok(Some(h)) => {
+                    expected_seq = Some(h.seq + 1);
+                    let len = h.record_len();
+                    out.records.push(Found { location: Location { segment: id, offset }, header: h });
+                    offset += len;
+                }
+                Ok(None) => break,
+                Err(reason) if is_last => {
+                    if let Some(later) = later_batch_after(&map, offset) {
+                        return Err(corrupt(
+                            offset,
+                            format!(
+                                "{reason}; a later write batch at offset {later} proves this record was acknowledged"
+                            ),
+                        ));
+                    }
+                    out.torn_bytes = cut_torn_tail(&path, &map, offset)?;
+                    break;
+                }
+                Err(reason) => return Err(corrupt(offset, reason)),
+            }
+        }
+        if is_last {
+            out.tail = offset;
+        }
+    }
+    out.next_seq = expected_seq.unwrap_or(1);
+    Ok(out)
+}
+
+/// Looks for a valid record header after `bad` that belongs to a batch starting after it.
+fn later_batch_after(segment: &[u8], bad: u64) -> Option<u64> {
+    let mut at = bad as usize + RECORD_ALIGN;
+    while at + RECORD_MAGIC.len() <= segment.len() {
+        if segment[at..at + RECORD_MAGIC.len()] == RECORD_MAGIC
+            && let Ok(Some(h)) = RecordHeader::decode(&segment[at..])
+            && h.batch_offset > bad
+        {
+            return Some(at as u64);
+        }
+        at += RECORD_ALIGN;
+    }
+    None
+}
+
+/// Zeroes a torn tail from `from` to the last non-zero byte and syncs; returns the bytes
+/// cut.
+fn cut_torn_tail(path: &Path, segment: &[u8], from: u64) -> Result<u64> {
+    let end = segment.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1) as u64;
+    if end <= from {
+        return Ok(0);
+    }
+    let file =
+        OpenOptions::new().write(true).open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let zeros = vec![0u8; (end - from).min(1 << 20) as usize];
+    let mut at = from;
+    while at < end {
+        let n = zeros.len().min((end - at) as usize);
+        file.write_all_at(&zeros[..n], at).map_err(|e| Error::io(format!("cut torn tail of {}", path.display()), e))?;
+        at += n as u64;
+    }
+    file.sync_data().map_err(|e| Error::io(format!("sync {}", path.display()), e))?;
+    Ok(end - from)
+}

@@ -1,0 +1,606 @@
+//! The engine's one face: open a vault directory, ingest uploads, read positions, restore.
+//! The server and the CLI call this and never reach past it.
+//!
+//! ```text
+//! <dir>/LOCK                      exclusive lock; holds the owner's pid
+//! <dir>/l0/<segment id>.seg       the shared L0 log (see `segment`)
+//! <dir>/sums/<hash>.sums          page-checksum map per database (see `catalog::pagesums`)
+//! ```
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam::channel::{SendTimeoutError, Sender};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::catalog::pagesums::{CleanPoint, PageSums};
+use crate::catalog::{Catalog, DbKey, DbState, Position, Run, lock};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::ingest::{
+    LogWriter, Payload, Poison, WriteRequest, WriterLimits, apply_to_sums, checksum_after, payload_checksum,
+};
+use crate::io::TempFile;
+use crate::io::engine::{IoChoice, open_engine};
+use crate::ltx::{Checksum, Decoder, TxId, apply_pages, database_file_checksum, page_checksum};
+use crate::names;
+use crate::segment::format::{KIND_LTX, RecordHeader};
+use crate::segment::{Location, Segments, recover};
+
+/// Settings of a vault.
+#[derive(Clone, Debug)]
+pub struct VaultConfig {
+    /// I/O engine for the log writer.
+    pub io: IoChoice,
+    /// Size of a log segment file.
+    pub segment_bytes: u64,
+    /// Uploads that may wait in the ingest queue.
+    pub queue_capacity: usize,
+    /// Most bytes one group commit writes.
+    pub max_batch_bytes: u64,
+    /// Largest upload accepted.
+    pub max_upload_bytes: u64,
+    /// How long an upload waits for room in a full queue before `Busy`.
+    pub enqueue_timeout: Duration,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        VaultConfig {
+            io: IoChoice::Auto,
+            segment_bytes: 64 << 20,
+            queue_capacity: 1024,
+            max_batch_bytes: 16 << 20,
+            max_upload_bytes: 1 << 30,
+            enqueue_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What an accepted upload returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// The database's new position.
+    pub position: Position,
+    /// The highest TXID durable in the vault for this database.
+    pub hwm: TxId,
+}
+
+/// What the vault knows about one database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbInfo {
+    /// Cluster name.
+    pub cluster: String,
+    /// Database name.
+    pub db: String,
+    /// Durable position.
+    pub position: Position,
+    /// High-water mark.
+    pub hwm: TxId,
+    /// Page size.
+    pub page_size: u32,
+    /// Size in pages at the position.
+    pub commit: u32,
+    /// Stored runs (uploads) and their payload bytes.
+    pub runs: usize,
+    /// Payload bytes stored.
+    pub bytes: u64,
+    /// Oldest and newest restorable TXIDs with their timestamps (ms).
+    pub oldest: Option<(TxId, i64)>,
+    /// See `oldest`.
+    pub newest: Option<(TxId, i64)>,
+}
+
+/// Result of a restore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestoreSummary {
+    /// The position restored.
+    pub position: Position,
+    /// Pages in the result.
+    pub commit: u32,
+    /// Page size.
+    pub page_size: u32,
+    /// Runs read.
+    pub inputs: usize,
+}
+
+/// An open vault. Dropping it stops the writer after it has written what was queued.
+pub struct Vault {
+    dir: PathBuf,
+    config: VaultConfig,
+    catalog: Catalog,
+    segments: Arc<Segments>,
+    queue: Option<Sender<WriteRequest>>,
+    writer: Option<JoinHandle<()>>,
+    poison: Arc<Poison>,
+    clock: Arc<dyn Clock>,
+    engine_note: String,
+    _lock: File,
+}
+
+impl Vault {
+    /// Opens (creating if needed) the vault in `dir` with the system clock.
+    pub fn open(dir: &Path, config: VaultConfig) -> Result<Vault> {
+        Vault::open_with_clock(dir, config, Arc::new(SystemClock))
+    }
+
+    /// Opens the vault with an injected clock.
+    pub fn open_with_clock(dir: &Path, config: VaultConfig, clock: Arc<dyn Clock>) -> Result<Vault> {
+        make_dir(dir)?;
+        let lock_file = take_lock(dir)?;
+        let log_dir = dir.join("l0");
+        let sums_dir = dir.join("sums");
+        make_dir(&log_dir)?;
+        make_dir(&sums_dir)?;
+
+        let recovered = recover(&log_dir)?;
+        let segments = Arc::new(Segments::new(&log_dir));
+        let catalog = Catalog::default();
+        for found in &recovered.records {
+            let h = &found.header;
+            let key = DbKey { cluster: h.cluster.clone(), db: h.db.clone() };
+            let state = catalog.get_or_create(&key, || new_state(&sums_dir, &key))?;
+            let mut state = lock(&state);
+            let continues = if state.durable.txid == TxId::ZERO {
+                h.min_txid == TxId(1)
+            } else {
+                h.min_txid == state.durable.txid.next() && h.pre_apply == state.durable.checksum
+            };
+            if !continues {
+                return Err(Error::Corrupt {
+                    file: crate::segment::segment_path(&log_dir, found.location.segment),
+                    offset: found.location.offset,
+                    reason: format!(
+                        "record for {}/{} at TXID {}..{} does not continue position {}",
+                        h.cluster, h.db, h.min_txid, h.max_txid, state.durable
+                    ),
+                });
+            }
+            state.page_size = h.page_size;
+            state.add_durable(run_of(h, found.location));
+            state.pending = state.durable;
+            state.pending_commit = h.commit;
+            state.pending_timestamp_ms = h.effective_ms;
+        }
+        for key in catalog.keys() {
+            if let Some(state) = catalog.get(&key) {
+                rebuild_sums_if_needed(&segments, &key, &mut lock(&state))?;
+            }
+        }
+
+        let (engine, note) = open_engine(config.io)?;
+        let engine_note = match note {
+            Some(note) => format!("{} ({note})", engine.name()),
+            None => engine.name().to_string(),
+        };
+        let active = match recovered.active {
+            Some(id) => {
+                let path = crate::segment::segment_path(&log_dir, id);
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+                let size = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?.len();
+                Some((id, file, size, recovered.tail))
+            }
+            None => None,
+        };
+        let poison = Arc::new(Poison::default());
+        let writer = LogWriter {
+            dir: log_dir,
+            engine,
+            limits: WriterLimits {
+                segment_bytes: config.segment_bytes,
+                max_batch_bytes: config.max_batch_bytes,
+                max_batch_records: 4096,
+            },
+            poison: poison.clone(),
+            clock: clock.clone(),
+            active,
+            next_seq: recovered.next_seq,
+            spare: None,
+        };
+        let (tx, rx) = crossbeam::channel::bounded(config.queue_capacity);
+        let writer = std::thread::Builder::new()
+            .name("ltxvault-l0-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::io("start the log writer thread", e))?;
+        Ok(Vault {
+            dir: dir.to_path_buf(),
+            config,
+            catalog,
+            segments,
+            queue: Some(tx),
+            writer: Some(writer),
+            poison,
+            clock,
+            engine_note,
+            _lock: lock_file,
+        })
+    }
+
+    /// The vault directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Which I/O engine the log writer uses (and why, if it fell back).
+    pub fn io_engine(&self) -> &str {
+        &self.engine_note
+    }
+
+    /// Why the vault is poisoned, if it is.
+    pub fn poisoned(&self) -> Option<String> {
+        self.poison.reason()
+    }
+
+    /// Accepts one LTX file for `cluster`/`db`: validates it completely, checks that it
+    /// continues the stored position, and returns only once it is durable. A refused
+    /// upload changes nothing and reports the stored position.
+    pub fn ingest(&self, cluster: &str, db: &str, payload: impl Into<Payload>) -> Result<Ack> {
+        let payload = payload.into();
+        if let Some(reason) = self.poison.reason() {
+            return Err(Error::Poisoned(reason));
+        }
+        names::validate("cluster", cluster)?;
+        names::validate("database", db)?;
+        let bytes = payload.bytes();
+        if bytes.len() as u64 > self.config.max_upload_bytes {
+            return Err(Error::TooLarge { size: bytes.len() as u64, limit: self.config.max_upload_bytes });
+        }
+        // Decode and verify the whole file before touching any state.
+        let mut decoder = Decoder::new(bytes)?;
+        let header = *decoder.header();
+        let mut pages = Vec::new();
+        while let Some(page) = decoder.next_page()? {
+            pages.push((page.pgno, page_checksum(page.pgno, page.data)));
+        }
+        let trailer = decoder.trailer().unwrap_or_default();
+
+        let key = DbKey { cluster: cluster.to_string(), db: db.to_string() };
+        let sums_dir = self.dir.join("sums");
+        let state = self.catalog.get_or_create(&key, || new_state(&sums_dir, &key))?;
+        let (done, location) = {
+            let mut state = lock(&state);
+            let position = state.pending;
+            let mismatch = |reason: String| Error::PositionMismatch { position, reason };
+            if position.txid == TxId::ZERO {
+                if !header.is_snapshot() {
+                    return Err(mismatch(format!(
+                        "the vault has no data for this database, so the first upload must be a snapshot (min TXID 1), not min TXID {}",
+                        header.min_txid
+                    )));
+                }
+            } else {
+                if header.min_txid != position.txid.next() {
+                    return Err(mismatch(format!(
+                        "upload covers TXID {}..{}, the next TXID is {}",
+                        header.min_txid,
+                        header.max_txid,
+                        position.txid.next()
+                    )));
+                }
+                if header.has_checksums() && header.pre_apply_checksum != position.checksum {
+                    return Err(mismatch(format!(
+                        "pre-apply checksum {} does not match the stored checksum {}",
+                        header.pre_apply_checksum, position.checksum
+                    )));
+                }
+                if header.page_size != state.page_size {
+                    return Err(Error::PageSizeMismatch { expected: state.page_size, got: header.page_size });
+                }
+            }
+            let (old, old_commit) = if header.is_snapshot() {
+                (Checksum::EMPTY_DATABASE, 0)
+            } else {
+                (position.checksum, state.pending_commit)
+            };
+            let computed = checksum_after(&state.sums, old, old_commit, header.commit, &pages, header.page_size);
+            if header.has_checksums() && trailer.post_apply_checksum != computed {
+                return Err(Error::BadChecksum { claimed: trailer.post_apply_checksum, computed });
+            }
+            let effective_ms = header.timestamp_ms.max(state.pending_timestamp_ms);
+            let record = RecordHeader {
+                kind: KIND_LTX,
+                seq: 0,
+                batch_offset: 0,
+                cluster: cluster.to_string(),
+                db: db.to_string(),
+                min_txid: header.min_txid,
+                max_txid: header.max_txid,
+                timestamp_ms: header.timestamp_ms,
+                effective_ms,
+                received_ms: self.clock.now_ms(),
+                pre_apply: if header.is_snapshot() { Checksum::NONE } else { position.checksum },
+                post_apply: computed,
+                commit: header.commit,
+                page_size: header.page_size,
+                payload_len: bytes.len() as u64,
+                payload_xxh3: payload_checksum(bytes),
+            };
+            let (done_tx, done_rx) = crossbeam::channel::bounded(1);
+            let queue = self.queue.as_ref().ok_or_else(|| Error::Poisoned("the vault is closing".into()))?;
+            let request = WriteRequest { header: record, payload: payload.clone(), done: done_tx };
+            match queue.send_timeout(request, self.config.enqueue_timeout) {
+                Ok(()) => {}
+                Err(SendTimeoutError::Timeout(_)) => {
+                    return Err(Error::Busy(self.config.enqueue_timeout.as_millis() as u64));
+                }
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    return Err(Error::Poisoned("the log writer has stopped".into()));
+                }
+            }
+            // From here on the record will be written or the vault poisoned: commit the
+            // pending state. A failure to update the map poisons too (it would be wrong).
+            if header.is_snapshot() {
+                state.page_size = header.page_size;
+            }
+            if let Err(e) = apply_to_sums(&mut state.sums, old_commit, header.commit, &pages, header.page_size) {
+                self.poison.poison(format!("page checksum map of {cluster}/{db}: {e}"));
+                return Err(e);
+            }
+            state.pending = Position { txid: header.max_txid, checksum: computed };
+            state.pending_commit = header.commit;
+            state.pending_timestamp_ms = effective_ms;
+            (done_rx, (header, computed, effective_ms))
+        };
+        let written = done.recv().map_err(|_| {
+            self.poison.poison("the log writer stopped without answering".into());
+            Error::Poisoned("the log writer stopped without answering".into())
+        })?;
+        let loc = written.map_err(Error::Poisoned)?;
+        let (header, computed, effective_ms) = location;
+        let mut state = lock(&state);
+        state.add_durable(Run {
+            min_txid: header.min_txid,
+            max_txid: header.max_txid,
+            timestamp_ms: effective_ms,
+            commit: header.commit,
+            pre_apply: if header.is_snapshot() { Checksum::NONE } else { header.pre_apply_checksum },
+            post_apply: computed,
+            location: loc,
+            bytes: bytes.len() as u64,
+        });
+        Ok(Ack { position: Position { txid: header.max_txid, checksum: computed }, hwm: state.hwm })
+    }
+
+    /// The durable position and HWM of a database, if the vault has it.
+    pub fn position(&self, cluster: &str, db: &str) -> Option<(Position, TxId)> {
+        let state = self.catalog.get(&DbKey { cluster: cluster.into(), db: db.into() })?;
+        let state = lock(&state);
+        (state.durable.txid != TxId::ZERO).then_some((state.durable, state.hwm))
+    }
+
+    /// The durable runs of a database, oldest first (empty if the vault does not have it).
+    pub fn runs(&self, cluster: &str, db: &str) -> Vec<Run> {
+        self.catalog
+            .get(&DbKey { cluster: cluster.into(), db: db.into() })
+            .map(|state| lock(&state).runs.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every database of a cluster (or of all clusters), with what the vault knows.
+    pub fn databases(&self, cluster: Option<&str>) -> Vec<DbInfo> {
+        let mut out = Vec::new();
+        for key in self.catalog.keys() {
+            if cluster.is_some_and(|c| c != key.cluster) {
+                continue;
+            }
+            let Some(state) = self.catalog.get(&key) else { continue };
+            let state = lock(&state);
+            if state.durable.txid == TxId::ZERO {
+                continue;
+            }
+            out.push(DbInfo {
+                cluster: key.cluster.clone(),
+                db: key.db.clone(),
+                position: state.durable,
+                hwm: state.hwm,
+                page_size: state.page_size,
+                commit: state.durable_commit,
+                runs: state.runs.len(),
+                bytes: state.runs.iter().map(|r| r.bytes).sum(),
+                oldest: state.runs.first().map(|r| (r.max_txid, r.timestamp_ms)),
+                newest: state.runs.last().map(|r| (r.max_txid, r.timestamp_ms)),
+            });
+        }
+        out
+    }
+
+    /// Restores the latest durable state of a database to `out` (a new file, unless
+    /// `force`): replays the stored runs in order onto a temporary file, checks the
+    /// result's database checksum against the stored position, then renames it into place.
+    pub fn restore_latest(&self, cluster: &str, db: &str, out: &Path, force: bool) -> Result<RestoreSummary> {
+        let not_found = || Error::NotFound { cluster: cluster.into(), db: db.into() };
+        let state = self.catalog.get(&DbKey { cluster: cluster.into(), db: db.into() }).ok_or_else(not_found)?;
+        let (runs, position, page_size, commit) = {
+            let state = lock(&state);
+            (state.runs.clone(), state.durable, state.page_size, state.durable_commit)
+        };
+        if position.txid == TxId::ZERO {
+            return Err(not_found());
+        }
+        if !force && out.exists() {
+            return Err(Error::Invalid(format!("{} exists; pass --force to replace it", out.display())));
+        }
+        let temp = TempFile::create(out)?;
+        for run in &runs {
+            self.segments.with_record(run.location, |_, payload| {
+                let mut decoder = Decoder::new(payload)?;
+                apply_pages(temp.file(), &mut decoder, page_size)
+            })?;
+        }
+        let result = database_file_checksum(temp.path(), page_size)?;
+        if result != position.checksum {
+            return Err(Error::Corrupt {
+                file: temp.path().to_path_buf(),
+                offset: 0,
+                reason: format!(
+                    "restored database has checksum {result}, the stored position says {}",
+                    position.checksum
+                ),
+            });
+        }
+        temp.commit()?;
+        Ok(RestoreSummary { position, commit, page_size, inputs: runs.len() })
+    }
+
+    /// Stops the writer after it has written everything queued, and records every
+    /// page-checksum map as clean so the next open need not rebuild them.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        self.queue.take();
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            self.poison.poison("the log writer panicked".into());
+        }
+        if self.poison.reason().is_some() {
+            return Ok(());
+        }
+        for key in self.catalog.keys() {
+            if let Some(state) = self.catalog.get(&key) {
+                let mut state = lock(&state);
+                let (position, page_size) = (state.durable, state.page_size);
+                if state.pending == position {
+                    state.sums.mark_clean(position.txid, position.checksum, page_size)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Vault {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+fn run_of(h: &RecordHeader, location: Location) -> Run {
+    Run {
+        min_txid: h.min_txid,
+        max_txid: h.max_txid,
+        timestamp_ms: h.effective_ms,
+        commit: h.commit,
+        pre_apply: h.pre_apply,
+        post_apply: h.post_apply,
+        location,
+        bytes: h.payload_len,
+    }
+}
+
+/// A fresh state for a database, with its page-checksum map opened.
+fn new_state(sums_dir: &Path, key: &DbKey) -> Result<DbState> {
+    let mut hash = Xxh3::new();
+    hash.update(key.cluster.as_bytes());
+    hash.update(&[0]);
+    hash.update(key.db.as_bytes());
+    let path = sums_dir.join(format!("{:016x}.sums", hash.digest()));
+    let (sums, clean_point) = PageSums::open(&path, &key.cluster, &key.db)?;
+    Ok(DbState {
+        clean_point,
+        page_size: 0,
+        pending: Position::default(),
+        pending_commit: 0,
+        pending_timestamp_ms: i64::MIN,
+        durable: Position::default(),
+        durable_commit: 0,
+        hwm: TxId::ZERO,
+        runs: Vec::new(),
+        sums,
+    })
+}
+
+/// Checks that the page-checksum map is clean at the recovered position; otherwise
+/// rebuilds it from the log, verifying every run's post-apply checksum on the way.
+fn rebuild_sums_if_needed(segments: &Segments, key: &DbKey, state: &mut DbState) -> Result<()> {
+    let page_size = state.page_size;
+    let expected = CleanPoint {
+        txid: state.durable.txid,
+        checksum: state.durable.checksum,
+        page_size,
+        entries: state.durable_commit,
+    };
+    if state.clean_point == Some(expected) {
+        return Ok(());
+    }
+    state.sums.ensure_dirty()?;
+    state.sums.resize(0)?;
+    let mut checksum = Checksum::EMPTY_DATABASE;
+    let mut commit = 0;
+    for run in state.runs.clone() {
+        let pages = segments.with_record(run.location, |_, payload| {
+            let mut decoder = Decoder::new(payload)?;
+            let mut pages = Vec::new();
+            while let Some(page) = decoder.next_page()? {
+                pages.push((page.pgno, page_checksum(page.pgno, page.data)));
+            }
+            Ok(pages)
+        })?;
+        if run.min_txid == TxId(1) {
+            checksum = Checksum::EMPTY_DATABASE;
+            commit = 0;
+        }
+        let after = checksum_after(&state.sums, checksum, commit, run.commit, &pages, page_size);
+        if after != run.post_apply {
+            return Err(Error::Corrupt {
+                file: crate::segment::segment_path(Path::new("l0"), run.location.segment),
+                offset: run.location.offset,
+                reason: format!(
+                    "replaying {}/{} TXID {}..{} gives database checksum {after}, the log recorded {}",
+                    key.cluster, key.db, run.min_txid, run.max_txid, run.post_apply
+                ),
+            });
+        }
+        apply_to_sums(&mut state.sums, commit, run.commit, &pages, page_size)?;
+        checksum = after;
+        commit = run.commit;
+    }
+    state.clean_point = None;
+    Ok(())
+}
+
+fn make_dir(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(format!("create directory {}", dir.display()), e))
+}
+
+/// Takes the vault's exclusive lock, or says who holds it.
+fn take_lock(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() { "another process".to_string() } else { holder.to_string() };
+            return Err(Error::Locked { dir: dir.to_path_buf(), holder });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(format!("lock {}", path.display()), e)),
+    }
+    file.set_len(0).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    let me = format!("process {} ({})", std::process::id(), std::env::args().next().unwrap_or_default());
+    file.write_all(me.as_bytes()).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    Ok(file)
+}
