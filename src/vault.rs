@@ -26,7 +26,7 @@ use crate::ingest::{
     LogWriter, Payload, Poison, WriteRequest, WriterLimits, apply_to_sums, checksum_after, payload_checksum,
 };
 use crate::io::TempFile;
-use crate::io::engine::{IoChoice, open_engine};
+use crate::io::engine::{IoChoice, IoEngine, open_engine};
 use crate::ltx::{Checksum, Decoder, TxId, apply_pages, database_file_checksum, page_checksum};
 use crate::names;
 use crate::segment::format::{KIND_LTX, RecordHeader};
@@ -131,6 +131,17 @@ impl Vault {
 
     /// Opens the vault with an injected clock.
     pub fn open_with_clock(dir: &Path, config: VaultConfig, clock: Arc<dyn Clock>) -> Result<Vault> {
+        Vault::open_with(dir, config, clock, None)
+    }
+
+    /// Opens the vault with an injected clock and, optionally, an I/O engine for the log
+    /// writer instead of the one `config.io` selects (tests use this to inject faults).
+    pub fn open_with(
+        dir: &Path,
+        config: VaultConfig,
+        clock: Arc<dyn Clock>,
+        engine: Option<Box<dyn IoEngine>>,
+    ) -> Result<Vault> {
         make_dir(dir)?;
         let lock_file = take_lock(dir)?;
         let log_dir = dir.join("l0");
@@ -173,7 +184,10 @@ impl Vault {
             }
         }
 
-        let (engine, note) = open_engine(config.io)?;
+        let (engine, note) = match engine {
+            Some(engine) => (engine, None),
+            None => open_engine(config.io)?,
+        };
         let engine_note = match note {
             Some(note) => format!("{} ({note})", engine.name()),
             None => engine.name().to_string(),
