@@ -160,7 +160,7 @@ impl Vault {
             let continues = if state.durable.txid == TxId::ZERO {
                 h.min_txid == TxId(1)
             } else {
-                h.min_txid == state.durable.txid.next() && h.pre_apply == state.durable.checksum
+                h.min_txid.follows(state.durable.txid) && h.pre_apply == state.durable.checksum
             };
             if !continues {
                 return Err(Error::Corrupt {
@@ -292,12 +292,12 @@ impl Vault {
                     )));
                 }
             } else {
-                if header.min_txid != position.txid.next() {
+                if !header.min_txid.follows(position.txid) {
                     return Err(mismatch(format!(
                         "upload covers TXID {}..{}, the next TXID is {}",
                         header.min_txid,
                         header.max_txid,
-                        position.txid.next()
+                        position.txid.0.saturating_add(1)
                     )));
                 }
                 if header.has_checksums() && header.pre_apply_checksum != position.checksum {

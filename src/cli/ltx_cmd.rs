@@ -195,7 +195,7 @@ fn apply(db: &Path, files: &[PathBuf]) -> Result<ApplySummary> {
                     prev.page_size
                 )));
             }
-            if h.min_txid != prev.max_txid.next() {
+            if !h.min_txid.follows(prev.max_txid) {
                 return Err(Error::Invalid(format!(
                     "{}: starts at TXID {}, but the previous file ends at {}",
                     path.display(),

@@ -59,10 +59,10 @@ pub fn crc64(bytes: &[u8]) -> u64 {
 /// The checksum of one page as the database checksum uses it: `1<<63 | crc(u32be(pgno) ‖
 /// page)`.
 pub fn page_checksum(pgno: PageNo, page: &[u8]) -> Checksum {
-    let head = crc64(&pgno.0.to_be_bytes());
-    let body = crc64(page);
-    let crc = crc_fast::checksum_combine(ALGORITHM, head, body, page.len() as u64);
-    Checksum(Checksum::FLAG | crc)
+    let mut crc = Crc64::new();
+    crc.update(&pgno.0.to_be_bytes());
+    crc.update(page);
+    Checksum(Checksum::FLAG | crc.value())
 }
 
 impl Checksum {

@@ -116,10 +116,19 @@ impl<'a> Decoder<'a> {
         }
         let trailer_start = file.len() - TRAILER_SIZE;
         let body = match version {
-            Version::V1 if header.is_lz4_compressed() => Body::Lz4 {
-                reader: Box::new(lz4_flex::frame::FrameDecoder::new(&file[HEADER_SIZE..trailer_start])),
-                logical: HEADER_SIZE as u64,
-            },
+            Version::V1 if header.is_lz4_compressed() => {
+                // The LZ4 frame must end exactly where the trailer starts: the frame decoder
+                // alone would stop at the end mark and never look at what follows.
+                let block = &file[HEADER_SIZE..trailer_start];
+                if lz4::frame_len(block) != Some(block.len()) {
+                    return Err(LtxError::new(
+                        HEADER_SIZE as u64,
+                        Rule::PageCompression,
+                        "the LZ4 page block is malformed or does not end right before the trailer",
+                    ));
+                }
+                Body::Lz4 { reader: Box::new(lz4_flex::frame::FrameDecoder::new(block)), logical: HEADER_SIZE as u64 }
+            }
             Version::V1 => Body::Raw { pos: HEADER_SIZE },
             Version::V2 | Version::V3 => {
                 let len_at = trailer_start - INDEX_LEN_SIZE;

@@ -12,9 +12,9 @@ impl TxId {
     /// The position of a database that holds nothing.
     pub const ZERO: TxId = TxId(0);
 
-    /// The TXID right after this one.
-    pub fn next(self) -> TxId {
-        TxId(self.0 + 1)
+    /// Whether this TXID comes right after `prev` (false when `prev` is the largest TXID).
+    pub fn follows(self, prev: TxId) -> bool {
+        prev.0.checked_add(1) == Some(self.0)
     }
 
     /// Parses the decimal or the 16-digit hexadecimal form (the one LTX file names use).
