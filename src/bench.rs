@@ -137,7 +137,8 @@ pub fn ingest(dir: &Path, params: &IngestParams) -> Result<IngestReport> {
                     // Round robin over this writer's databases, each in TXID order.
                     let mine: Vec<(String, &Vec<Vec<u8>>)> =
                         (w..databases).step_by(writers).map(|d| (format!("db{d}"), &chains[d])).collect();
-                    let order = (1..=per_db).flat_map(|step| mine.iter().map(move |(name, chain)| (name, &chain[step])));
+                    let order =
+                        (1..=per_db).flat_map(|step| mine.iter().map(move |(name, chain)| (name, &chain[step])));
                     let mut latencies = Vec::with_capacity(per_db * mine.len());
                     let mut next_send = Instant::now();
                     for (name, upload) in order {

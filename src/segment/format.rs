@@ -95,7 +95,8 @@ const REC_HEADER_SUM_OFFSET: usize = REC_PAYLOAD_SUM_OFFSET + size_of::<u64>();
 /// Fixed part of a record header; the names follow it.
 pub const RECORD_FIXED_SIZE: usize = REC_HEADER_SUM_OFFSET + size_of::<u64>();
 const _: () = assert!(RECORD_FIXED_SIZE == 112);
-const _: () = assert!(RECORD_FIXED_SIZE.is_multiple_of(RECORD_ALIGN) && SEGMENT_HEADER_SIZE.is_multiple_of(RECORD_ALIGN));
+const _: () =
+    assert!(RECORD_FIXED_SIZE.is_multiple_of(RECORD_ALIGN) && SEGMENT_HEADER_SIZE.is_multiple_of(RECORD_ALIGN));
 
 /// The segment header, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
