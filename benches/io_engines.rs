@@ -24,8 +24,8 @@ const FILE_BYTES: u64 = 64 << 20;
 const SMALL_BUFFERS: usize = 16;
 const SMALL_BUFFER_BYTES: usize = 8 << 10;
 const LARGE_BUFFER_BYTES: usize = 4 << 20;
-const _: () = assert!(FILE_BYTES % (LARGE_BUFFER_BYTES as u64) == 0);
-const _: () = assert!(FILE_BYTES % ((SMALL_BUFFERS * SMALL_BUFFER_BYTES) as u64) == 0);
+const _: () = assert!(FILE_BYTES.is_multiple_of(LARGE_BUFFER_BYTES as u64));
+const _: () = assert!(FILE_BYTES.is_multiple_of((SMALL_BUFFERS * SMALL_BUFFER_BYTES) as u64));
 
 /// A zero-filled file of `FILE_BYTES`, written and synced, so every block is allocated and
 /// initialised before the first timed write.

@@ -1,5 +1,5 @@
-//! File-system helpers for durable writes. (The I/O engine trait of the vault lives here
-//! too once the engine exists.)
+//! I/O: the engine trait the log writer talks to (`engine`: io_uring or pwrite, chosen at
+//! open), and file-system helpers for durable writes and read-only maps.
 //!
 //! The rule for a new file: write it under a temporary name in the same directory,
 //! `sync_data` it, rename it over the final name, then fsync the directory so the rename

@@ -1,17 +1,18 @@
 //! The io_uring engine: a group commit in one `io_uring_enter`.
 //!
-//! `write_and_sync` turns the batch into *pieces* (each buffer cut at `max_write_bytes`, 1 GiB,
-//! below the kernel's per-call cap of 2 GiB - 4 KiB and within the SQE's `u32` length), each
-//! one `IORING_OP_WRITE` at its own file offset. The writes are unlinked, so the kernel may run
-//! them in any order or in parallel; they do not overlap, so the order does not matter. After
-//! the last write comes one `IORING_OP_FSYNC` (`DATASYNC`) flagged `IO_DRAIN`: the kernel
-//! starts it only once every earlier request has completed, so it covers all of them.
+//! `write_and_sync` cuts the batch with a [`GatherPlan`] (shared with the std engine):
+//! usually one group, submitted as one `IORING_OP_WRITEV` (or `IORING_OP_WRITE` for a single
+//! piece); thousands of buffers or buffers above 1 GiB make several groups, each its own
+//! request at its own file offset. The writes are unlinked, so the kernel may run them in any
+//! order or in parallel; they do not overlap, so the order does not matter. After the last
+//! write comes one `IORING_OP_FSYNC` (`DATASYNC`) flagged `IO_DRAIN`: the kernel starts it
+//! only once every earlier request has completed, so it covers all of them.
 //!
 //! ```text
 //!   push W0 W1 … Wn F(drain) ──submit_and_wait(all)──► reap n+2 CQEs
-//!        │ a Wi came back short: push Wi' (the rest) and a new F(drain), go round again
+//!        │ a Wi came back short: push one write per piece left and a new F(drain), go round again
 //!        │ a Wi failed: push nothing more, reap what is in flight, return the first error
-//!        └ more pieces than ring slots: push what fits, wait for half, refill
+//!        └ more writes than ring slots: push what fits, wait for half, refill
 //! ```
 //!
 //! At most `sq_entries` requests are in flight (the CQ has twice as many slots, so it cannot
@@ -26,23 +27,19 @@
 //! kernel's last use.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, IoSlice};
 use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use io_uring::{IoUring, Probe, opcode, squeue, types};
 
-use crate::io::engine::{IoEngine, check_range};
+use crate::io::engine::{GatherPlan, IoEngine, MAX_WRITE_BYTES, Piece, Submission, check_range};
 
 /// Submission queue size: more than a group commit usually holds, and bigger batches are
 /// fed through it in chunks.
 const RING_ENTRIES: u32 = 256;
-/// Largest single write. The kernel shortens any write above `MAX_RW_COUNT` (2 GiB - 4 KiB),
-/// and the SQE length field is a `u32`.
-const MAX_WRITE_BYTES: usize = 1 << 30;
-const _: () = assert!(MAX_WRITE_BYTES <= 0x7fff_f000 && MAX_WRITE_BYTES <= u32::MAX as usize);
-/// `user_data` of a sync; writes carry their piece index, which is far below this.
+/// `user_data` of a sync; a write carries the index of its op, which is far below this.
 const SYNC: u64 = u64::MAX;
 /// `user_data` of anything issued alone (NOP, a lone fsync, fallocate).
 const SINGLE: u64 = u64::MAX - 1;
@@ -99,10 +96,12 @@ pub(crate) struct UringEngine {
     short_write_bytes: Option<usize>,
 }
 
-/// One write still to do: the bytes not written yet and where they go.
-struct Piece<'a> {
-    bytes: &'a [u8],
-    offset: u64,
+/// A write request of a batch.
+enum Op<'a> {
+    /// A group of the plan, as first submitted.
+    Group(usize),
+    /// What a short write left of a piece.
+    Rest(Piece<'a>),
 }
 
 impl UringEngine {
@@ -122,6 +121,7 @@ impl UringEngine {
         for (code, name) in [
             (opcode::Nop::CODE, "NOP"),
             (opcode::Write::CODE, "WRITE"),
+            (opcode::Writev::CODE, "WRITEV"),
             (opcode::Fsync::CODE, "FSYNC"),
             (opcode::Fallocate::CODE, "FALLOCATE"),
         ] {
@@ -157,44 +157,43 @@ impl UringEngine {
     }
 
     /// Writes `bufs` back to back from `offset`, then, if `sync`, makes them durable.
-    fn write_pieces(&mut self, file: &File, offset: u64, bufs: &[&[u8]], sync: bool) -> io::Result<()> {
-        let total = bufs.iter().map(|buf| buf.len() as u64).sum();
-        check_range(offset, total)?;
-        let mut pieces = Vec::with_capacity(bufs.len());
-        let mut at = offset;
-        for chunk in bufs.iter().flat_map(|buf| buf.chunks(self.max_write_bytes)) {
-            pieces.push(Piece { bytes: chunk, offset: at });
-            at += chunk.len() as u64;
-        }
-        debug_assert_eq!(at, offset + total);
-        // The pieces to (re)submit: those never submitted are `next..`, those that came back
-        // short are in `again`.
-        let mut next = 0;
-        let mut again: Vec<usize> = Vec::new();
+    fn write_batch(&mut self, file: &File, offset: u64, bufs: &[&[u8]], sync: bool) -> io::Result<()> {
+        let plan = GatherPlan::new(offset, bufs, self.max_write_bytes)?;
+        let limit = self.submit_limit();
+        // Every write request of the call: first one per group, then one per piece left over
+        // by a short write. `user_data` is the index here.
+        let mut ops: Vec<Op<'_>> = (0..plan.groups().len()).map(Op::Group).collect();
+        // Ops to (re)submit, popped from the end: the groups in order, then retries.
+        let mut queue: Vec<usize> = (0..ops.len()).rev().collect();
         // A sync still has to follow the last write pushed.
         let mut sync_due = sync;
         let mut first_error: Option<io::Error> = None;
 
-        let limit = self.submit_limit();
         let fd = types::Fd(file.as_raw_fd());
         let mut flight = Flight::new(&mut self.ring);
         loop {
             if first_error.is_none() {
-                while flight.has_room() {
-                    let index = match again.pop() {
-                        Some(index) => index,
-                        None if next < pieces.len() => {
-                            next += 1;
-                            next - 1
+                while flight.has_room()
+                    && let Some(index) = queue.pop()
+                {
+                    match &ops[index] {
+                        Op::Group(group) => {
+                            let group = &plan.groups()[*group];
+                            match plan.submission(group, limit) {
+                                Submission::Vectored(slices) => {
+                                    flight.push_writev(file, fd, slices, group.offset, index)
+                                }
+                                Submission::Single(bytes) => flight.push_write(file, fd, bytes, group.offset, index),
+                            }
                         }
-                        None => break,
-                    };
-                    let piece = &pieces[index];
-                    let bytes = &piece.bytes[..piece.bytes.len().min(limit)];
-                    flight.push_write(file, fd, bytes, piece.offset, index as u64)?;
+                        Op::Rest(piece) => {
+                            let bytes = &piece.bytes[..piece.bytes.len().min(limit)];
+                            flight.push_write(file, fd, bytes, piece.offset, index)
+                        }
+                    }?;
                     sync_due = sync;
                 }
-                if sync_due && again.is_empty() && next == pieces.len() && flight.has_room() {
+                if sync_due && queue.is_empty() && flight.has_room() {
                     flight.push_sync(file, fd, true)?;
                     sync_due = false;
                 }
@@ -203,8 +202,8 @@ impl UringEngine {
                 break;
             }
             // Nothing left to push: wait for everything (the usual group commit is one
-            // enter). Pieces waiting for ring slots: wait for half the ring, then refill.
-            let waiting = first_error.is_none() && (next < pieces.len() || !again.is_empty());
+            // enter). Writes waiting for ring slots: wait for half the ring, then refill.
+            let waiting = first_error.is_none() && !queue.is_empty();
             let want = if waiting { (flight.in_flight / 2).max(1) } else { flight.in_flight };
             flight.submit_and_wait(want)?;
             while let Some((user_data, result)) = flight.next_completion() {
@@ -215,28 +214,38 @@ impl UringEngine {
                     continue;
                 }
                 let index = user_data as usize;
-                let piece = &mut pieces[index];
+                let (asked, at) = match &ops[index] {
+                    Op::Group(group) => (plan.groups()[*group].len, plan.groups()[*group].offset),
+                    Op::Rest(piece) => (piece.bytes.len(), piece.offset),
+                };
                 match usize::try_from(result) {
-                    Err(_) if -result == libc::EINTR => again.push(index),
+                    Err(_) if -result == libc::EINTR => queue.push(index),
                     Err(_) => {
                         first_error.get_or_insert(io::Error::from_raw_os_error(-result));
                     }
                     Ok(0) => {
                         first_error.get_or_insert(io::Error::new(
                             io::ErrorKind::WriteZero,
-                            format!("write of {} bytes at offset {} wrote nothing", piece.bytes.len(), piece.offset),
+                            format!("write of {asked} bytes at offset {at} wrote nothing"),
                         ));
                     }
-                    Ok(written) if written < piece.bytes.len() => {
-                        piece.bytes = &piece.bytes[written..];
-                        piece.offset += written as u64;
-                        again.push(index);
-                    }
-                    Ok(written) if written == piece.bytes.len() => {}
+                    Ok(written) if written == asked => {}
+                    Ok(written) if written < asked => match &mut ops[index] {
+                        Op::Rest(piece) => {
+                            piece.bytes = &piece.bytes[written..];
+                            piece.offset += written as u64;
+                            queue.push(index);
+                        }
+                        Op::Group(group) => {
+                            for piece in plan.remainder(&plan.groups()[*group], written) {
+                                queue.push(ops.len());
+                                ops.push(Op::Rest(piece));
+                            }
+                        }
+                    },
                     Ok(written) => {
                         first_error.get_or_insert(io::Error::other(format!(
-                            "io_uring reported {written} bytes written of {}",
-                            piece.bytes.len()
+                            "io_uring reported {written} bytes written of {asked} at offset {at}"
                         )));
                     }
                 }
@@ -250,10 +259,13 @@ impl UringEngine {
     fn single<'a>(&mut self, push: impl FnOnce(&mut Flight<'_, 'a>) -> io::Result<()>) -> io::Result<u32> {
         let mut flight = Flight::new(&mut self.ring);
         push(&mut flight)?;
-        flight.submit_and_wait(1)?;
         let mut outcome = None;
-        while let Some((_, result)) = flight.next_completion() {
-            outcome = Some(result);
+        // A wait interrupted after the submission returns early: wait again.
+        while flight.in_flight > 0 {
+            flight.submit_and_wait(flight.in_flight)?;
+            while let Some((_, result)) = flight.next_completion() {
+                outcome = Some(result);
+            }
         }
         drop(flight);
         match outcome {
@@ -269,11 +281,11 @@ impl IoEngine for UringEngine {
     }
 
     fn write_and_sync(&mut self, file: &File, offset: u64, bufs: &[&[u8]]) -> io::Result<()> {
-        self.write_pieces(file, offset, bufs, true)
+        self.write_batch(file, offset, bufs, true)
     }
 
     fn write_all_at(&mut self, file: &File, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.write_pieces(file, offset, &[buf], false)
+        self.write_batch(file, offset, &[buf], false)
     }
 
     fn sync_data(&mut self, file: &File) -> io::Result<()> {
@@ -341,12 +353,31 @@ impl<'ring, 'a> Flight<'ring, 'a> {
         fd: types::Fd,
         bytes: &'a [u8],
         offset: u64,
-        index: u64,
+        index: usize,
     ) -> io::Result<()> {
-        debug_assert!(index < SINGLE);
-        // The pieces were cut at MAX_WRITE_BYTES, which fits in a u32.
+        // GatherPlan cuts pieces at MAX_WRITE_BYTES, which fits in a u32.
         let len = u32::try_from(bytes.len()).map_err(|_| io::Error::other("write longer than an SQE can hold"))?;
-        let entry = opcode::Write::new(fd, bytes.as_ptr(), len).offset(offset).build().user_data(index);
+        let entry = opcode::Write::new(fd, bytes.as_ptr(), len).offset(offset).build().user_data(index as u64);
+        self.push_entry(entry)?;
+        #[cfg(test)]
+        self.count(false);
+        Ok(())
+    }
+
+    /// Queues a vectored write of `slices` at `offset` to `file` (whose descriptor is `fd`).
+    fn push_writev(
+        &mut self,
+        _file: &'a File,
+        fd: types::Fd,
+        slices: &'a [IoSlice<'a>],
+        offset: u64,
+        index: usize,
+    ) -> io::Result<()> {
+        // GatherPlan groups at most IOV_MAX slices.
+        let count = u32::try_from(slices.len()).map_err(|_| io::Error::other("too many iovecs for one SQE"))?;
+        // IoSlice is ABI-compatible with iovec on Unix (documented by std).
+        let iovecs = slices.as_ptr().cast::<libc::iovec>();
+        let entry = opcode::Writev::new(fd, iovecs, count).offset(offset).build().user_data(index as u64);
         self.push_entry(entry)?;
         #[cfg(test)]
         self.count(false);
@@ -507,6 +538,14 @@ mod tests {
         assert_eq!(stats.writes, 10, "{stats:?}");
         assert!(stats.syncs >= 2 && stats.last_was_sync, "{stats:?}");
         assert_eq!(std::fs::read(dir.path().join("f")).unwrap()[5..], data[..]);
+
+        // A vectored write cut after whole pieces or inside one.
+        let bufs: Vec<Vec<u8>> = [300, 600, 1500, 7, 2500, 999].iter().map(|&n| vec![n as u8; n]).collect();
+        let refs: Vec<&[u8]> = bufs.iter().map(Vec::as_slice).collect();
+        engine.write_and_sync(&file, 20_000, &refs).unwrap();
+        let stats = UringEngine::take_stats();
+        assert!(stats.writes > 6 && stats.last_was_sync, "{stats:?}");
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap()[20_000..], bufs.concat()[..]);
     }
 
     #[test]
@@ -529,13 +568,16 @@ mod tests {
     fn batch_larger_than_ring_is_fed_in_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let file = scratch_file(&dir);
-        let mut engine = UringEngine::with_limits(4, MAX_WRITE_BYTES).unwrap();
+        // Groups of at most 64 bytes: about 60 writes through a ring of 4.
+        let mut engine = UringEngine::with_limits(4, 64).unwrap();
         let bufs: Vec<Vec<u8>> = (0..1000).map(|i| vec![i as u8; 1 + i % 7]).collect();
         let refs: Vec<&[u8]> = bufs.iter().map(Vec::as_slice).collect();
+        let groups = GatherPlan::new(0, &refs, 64).unwrap().groups().len();
+        assert!(groups > 50);
         UringEngine::take_stats();
         engine.write_and_sync(&file, 0, &refs).unwrap();
         let stats = UringEngine::take_stats();
-        assert_eq!((stats.writes, stats.max_in_flight), (1000, 4), "{stats:?}");
+        assert_eq!((stats.writes, stats.max_in_flight), (groups, 4), "{stats:?}");
         assert!(stats.last_was_sync);
         assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), bufs.concat());
     }
@@ -548,8 +590,9 @@ mod tests {
         let data = bytes(200_000);
         UringEngine::take_stats();
         engine.write_and_sync(&file, 0, &[&data, b"", &data[..3]]).unwrap();
-        // 200,000 = 3 x 65,537 + 3,389, then the 3-byte buffer; the empty one is skipped.
-        assert_eq!(UringEngine::take_stats().writes, 5);
+        // 200,000 = 3 x 65,537 + 3,389; the last piece shares a write with the 3-byte buffer;
+        // the empty one vanishes.
+        assert_eq!(UringEngine::take_stats().writes, 4);
         let got = std::fs::read(dir.path().join("f")).unwrap();
         assert_eq!(got[..200_000], data[..]);
         assert_eq!(got[200_000..], data[..3]);
@@ -563,7 +606,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(scratch_file(&dir));
         let read_only = File::open(dir.path().join("f")).unwrap();
-        let mut engine = UringEngine::open().unwrap();
+        // Writes of 1 KiB: 300 of them, more than the ring holds.
+        let mut engine = UringEngine::with_limits(RING_ENTRIES, 1024).unwrap();
         let bufs: Vec<Vec<u8>> = (0..600).map(|i| vec![i as u8; 512]).collect();
         let refs: Vec<&[u8]> = bufs.iter().map(Vec::as_slice).collect();
         let err = engine.write_and_sync(&read_only, 0, &refs).unwrap_err();
