@@ -9,10 +9,12 @@ pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod error;
+pub mod import;
 pub mod ingest;
 pub mod io;
 pub mod ltx;
 pub mod names;
+pub mod restore;
 pub mod segment;
 pub mod vault;
 

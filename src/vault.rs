@@ -27,8 +27,9 @@ use crate::ingest::{
 };
 use crate::io::TempFile;
 use crate::io::engine::{IoChoice, IoEngine, open_engine};
-use crate::ltx::{Checksum, Decoder, TxId, apply_pages, database_file_checksum, page_checksum};
+use crate::ltx::{Checksum, Decoder, TxId, database_file_checksum, page_checksum};
 use crate::names;
+use crate::restore::{self, Plan, Target};
 use crate::segment::format::{KIND_LTX, RecordHeader};
 use crate::segment::{Location, Segments, recover};
 
@@ -427,42 +428,59 @@ impl Vault {
         out
     }
 
-    /// Restores the latest durable state of a database to `out` (a new file, unless
-    /// `force`): replays the stored runs in order onto a temporary file, checks the
-    /// result's database checksum against the stored position, then renames it into place.
+    /// Restores the latest durable state of a database to `out`; see [`Vault::restore`].
     pub fn restore_latest(&self, cluster: &str, db: &str, out: &Path, force: bool) -> Result<RestoreSummary> {
+        self.restore(cluster, db, Target::Latest, out, force)
+    }
+
+    /// Plans a restore without writing anything: the point it resolves to and the inputs.
+    pub fn plan_restore(&self, cluster: &str, db: &str, target: Target) -> Result<(Plan, u32)> {
         let not_found = || Error::NotFound { cluster: cluster.into(), db: db.into() };
         let state = self.catalog.get(&DbKey { cluster: cluster.into(), db: db.into() }).ok_or_else(not_found)?;
-        let (runs, position, page_size, commit) = {
+        let (runs, page_size) = {
             let state = lock(&state);
-            (state.runs.clone(), state.durable, state.page_size, state.durable_commit)
+            (state.runs.clone(), state.page_size)
         };
-        if position.txid == TxId::ZERO {
+        if runs.is_empty() {
             return Err(not_found());
         }
+        Ok((restore::plan(&runs, target)?, page_size))
+    }
+
+    /// Restores a database to `target` as a plain SQLite file at `out` (a new file unless
+    /// `force`): merges the planned runs onto a temporary file, checks the result's
+    /// database checksum against the one recorded for that point, syncs, and renames it
+    /// into place. On any error nothing is left at `out`.
+    pub fn restore(&self, cluster: &str, db: &str, target: Target, out: &Path, force: bool) -> Result<RestoreSummary> {
+        let (plan, page_size) = self.plan_restore(cluster, db, target)?;
         if !force && out.exists() {
             return Err(Error::Invalid(format!("{} exists; pass --force to replace it", out.display())));
         }
         let temp = TempFile::create(out)?;
-        for run in &runs {
-            self.segments.with_record(run.location, |_, payload| {
-                let mut decoder = Decoder::new(payload)?;
-                apply_pages(temp.file(), &mut decoder, page_size)
-            })?;
+        let mut maps = Vec::with_capacity(plan.inputs.len());
+        for run in &plan.inputs {
+            maps.push(self.segments.payload(run.location)?);
         }
+        let payloads: Vec<&[u8]> = maps.iter().map(|(map, range)| &map[range.clone()]).collect();
+        restore::execute(temp.file(), &payloads, page_size)?;
         let result = database_file_checksum(temp.path(), page_size)?;
-        if result != position.checksum {
+        if result != plan.checksum {
             return Err(Error::Corrupt {
                 file: temp.path().to_path_buf(),
                 offset: 0,
                 reason: format!(
-                    "restored database has checksum {result}, the stored position says {}",
-                    position.checksum
+                    "restored database has checksum {result}, the vault recorded {} for TXID {}",
+                    plan.checksum, plan.txid
                 ),
             });
         }
         temp.commit()?;
-        Ok(RestoreSummary { position, commit, page_size, inputs: runs.len() })
+        Ok(RestoreSummary {
+            position: Position { txid: plan.txid, checksum: plan.checksum },
+            commit: plan.commit,
+            page_size,
+            inputs: plan.inputs.len(),
+        })
     }
 
     /// Stops the writer after it has written everything queued, and records every

@@ -2,6 +2,7 @@
 
 mod bench_cmd;
 mod ltx_cmd;
+mod vault_cmd;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,24 @@ enum Command {
         #[command(subcommand)]
         command: ltx_cmd::LtxCommand,
     },
+    /// Restore a database to a point in time as a plain SQLite file.
+    Restore(vault_cmd::RestoreArgs),
+    /// Show a database's position, HWM, size and restorable range.
+    Info {
+        #[command(flatten)]
+        db: vault_cmd::DbArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a Litestream 0.5 file replica (its ltx/<level>/ tree), keeping every restore
+    /// point it holds.
+    ImportLitestream {
+        #[command(flatten)]
+        db: vault_cmd::DbArgs,
+        /// The replica directory (the one holding ltx/).
+        replica: std::path::PathBuf,
+    },
     /// Measure the vault on this machine.
     Bench {
         #[command(subcommand)]
@@ -36,6 +55,9 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Ltx { command } => ltx_cmd::run(command),
         Command::Bench { command } => bench_cmd::run(command),
+        Command::Restore(args) => vault_cmd::restore(args),
+        Command::Info { db, json } => vault_cmd::info(db, json),
+        Command::ImportLitestream { db, replica } => vault_cmd::import(db, replica),
     };
     match result {
         Ok(code) => code,

@@ -128,3 +128,9 @@ mod std_engine;
 mod uring;
 
 pub use engine::{IoChoice, IoEngine, open_engine};
+
+impl AsRef<[u8]> for MappedFile {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}

@@ -120,6 +120,18 @@ impl Segments {
         self.maps.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
     }
 
+    /// The segment holding the record at `loc` and the byte range of its payload, with
+    /// header and payload checksums verified: for readers that keep several payloads open
+    /// at once (a merge).
+    pub fn payload(&self, loc: Location) -> Result<(Arc<MappedFile>, std::ops::Range<usize>)> {
+        let map = self.map(loc.segment)?;
+        let range = self.with_record(loc, |header, payload| {
+            let start = loc.offset as usize + header.header_len();
+            Ok(start..start + payload.len())
+        })?;
+        Ok((map, range))
+    }
+
     /// Reads the record at `loc`, checking header and payload checksums, and hands the
     /// header and payload to `f`.
     pub fn with_record<T>(&self, loc: Location, f: impl FnOnce(&RecordHeader, &[u8]) -> Result<T>) -> Result<T> {

@@ -1,0 +1,198 @@
+//! Commands that open a vault directory: `restore`, `info`, `import-litestream`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+use crate::import::import_litestream;
+use crate::ltx::TxId;
+use crate::restore::Target;
+use crate::vault::{Vault, VaultConfig};
+
+/// Which database.
+#[derive(Args, Debug)]
+pub(crate) struct DbArgs {
+    /// The vault directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Cluster name.
+    #[arg(long)]
+    pub cluster: String,
+    /// Database name.
+    #[arg(long)]
+    pub db: String,
+}
+
+/// `ltxvault restore`.
+#[derive(Args, Debug)]
+pub(crate) struct RestoreArgs {
+    #[command(flatten)]
+    pub target_db: DbArgs,
+    /// Restore to this TXID (decimal, or the 16-digit hex LTX file names use).
+    #[arg(long, conflicts_with = "timestamp")]
+    pub txid: Option<String>,
+    /// Restore to the state after the last transaction at or before this time (RFC 3339 or
+    /// Unix milliseconds).
+    #[arg(long)]
+    pub timestamp: Option<String>,
+    /// The database file to write.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the plan (point, inputs, bytes) without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn open(data: &Path) -> Result<Vault> {
+    if !data.join("l0").is_dir() {
+        return Err(Error::Invalid(format!("{} is not a vault (no l0/ directory)", data.display())));
+    }
+    Vault::open(data, VaultConfig::default())
+}
+
+fn target(txid: Option<&str>, timestamp: Option<&str>) -> Result<Target> {
+    match (txid, timestamp) {
+        (Some(t), _) => TxId::parse(t)
+            .map(Target::TxId)
+            .ok_or_else(|| Error::Invalid(format!("--txid {t}: expected decimal or 16 hex digits"))),
+        (None, Some(ts)) => Target::parse_timestamp(ts).map(Target::Timestamp),
+        (None, None) => Ok(Target::Latest),
+    }
+}
+
+pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
+    let DbArgs { data, cluster, db } = &args.target_db;
+    let vault = open(data)?;
+    let target = target(args.txid.as_deref(), args.timestamp.as_deref())?;
+    let (plan, page_size) = vault.plan_restore(cluster, db, target)?;
+    if args.dry_run {
+        if args.json {
+            let inputs: Vec<_> = plan
+                .inputs
+                .iter()
+                .map(|r| serde_json::json!({"level": 0, "min_txid": r.min_txid.to_string(), "max_txid": r.max_txid.to_string(), "bytes": r.bytes}))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"txid": plan.txid.to_string(), "checksum": plan.checksum.to_string(),
+                    "timestamp_ms": plan.timestamp_ms, "commit": plan.commit, "page_size": page_size,
+                    "granularity": "txid", "inputs": inputs, "bytes": plan.bytes})
+            );
+        } else {
+            println!(
+                "would restore {cluster}/{db} to TXID {} ({} pages of {page_size} bytes, checksum {}) from {} input(s), {} bytes; granularity: every transaction",
+                plan.txid,
+                plan.commit,
+                plan.checksum,
+                plan.inputs.len(),
+                plan.bytes
+            );
+            for run in &plan.inputs {
+                println!("  L0 {}-{} {} bytes", run.min_txid, run.max_txid, run.bytes);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let summary = vault.restore(cluster, db, target, &args.output, args.force)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"output": args.output, "txid": summary.position.txid.to_string(),
+                "checksum": summary.position.checksum.to_string(), "commit": summary.commit,
+                "page_size": summary.page_size, "inputs": summary.inputs, "granularity": "txid"})
+        );
+    } else {
+        println!(
+            "restored {cluster}/{db} to TXID {} ({} pages of {} bytes, checksum {}) into {}; granularity: every transaction",
+            summary.position.txid,
+            summary.commit,
+            summary.page_size,
+            summary.position.checksum,
+            args.output.display()
+        );
+    }
+    vault.close()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn info(args: DbArgs, json: bool) -> Result<ExitCode> {
+    let vault = open(&args.data)?;
+    let info = vault
+        .databases(Some(&args.cluster))
+        .into_iter()
+        .find(|i| i.db == args.db)
+        .ok_or_else(|| Error::NotFound { cluster: args.cluster.clone(), db: args.db.clone() })?;
+    let ts = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+            .unwrap_or_default()
+    };
+    if json {
+        let point =
+            |p: Option<(TxId, i64)>| p.map(|(t, ms)| serde_json::json!({"txid": t.to_string(), "timestamp_ms": ms}));
+        println!(
+            "{}",
+            serde_json::json!({"cluster": info.cluster, "db": info.db, "position": info.position.to_string(),
+                "hwm": info.hwm.to_string(), "page_size": info.page_size, "commit": info.commit,
+                "size_bytes": u64::from(info.commit) * u64::from(info.page_size),
+                "levels": [{"level": 0, "runs": info.runs, "bytes": info.bytes,
+                    "oldest": point(info.oldest), "newest": point(info.newest)}]})
+        );
+    } else {
+        println!("{}/{}", info.cluster, info.db);
+        println!("  position   {}", info.position);
+        println!("  hwm        {}", info.hwm);
+        println!("  page size  {}", info.page_size);
+        println!("  size       {} pages, {} bytes", info.commit, u64::from(info.commit) * u64::from(info.page_size));
+        if let (Some(oldest), Some(newest)) = (info.oldest, info.newest) {
+            println!(
+                "  L0         {} runs, {} bytes, TXID {} ({}) .. {} ({})",
+                info.runs,
+                info.bytes,
+                oldest.0,
+                ts(oldest.1),
+                newest.0,
+                ts(newest.1)
+            );
+        }
+    }
+    vault.close()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn import(args: DbArgs, replica: PathBuf) -> Result<ExitCode> {
+    std::fs::create_dir_all(&args.data).map_err(|e| Error::io(format!("create {}", args.data.display()), e))?;
+    let vault = Vault::open(&args.data, VaultConfig::default())?;
+    let tty = std::io::stderr().is_terminal();
+    let report = import_litestream(&vault, &args.cluster, &args.db, &replica, |done, total| {
+        if tty && (done == total || done % 16 == 0) {
+            eprint!("\rimporting: {done}/{total} files");
+            if done == total {
+                eprintln!();
+            }
+        }
+    })?;
+    match report.range {
+        Some((first, last)) => println!(
+            "imported {} file(s), {} bytes, TXID {first}..{last} into {}/{}",
+            report.files, report.bytes, args.cluster, args.db
+        ),
+        None => {
+            println!("nothing new to import: {}/{} already holds everything the replica has", args.cluster, args.db)
+        }
+    }
+    if let Some(gap) = report.stopped_at_gap {
+        eprintln!("ltxvault: warning: the replica has no file starting at TXID {gap}; later files were not imported");
+    }
+    vault.close()?;
+    Ok(ExitCode::SUCCESS)
+}
