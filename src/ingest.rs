@@ -132,6 +132,11 @@ impl LogWriter {
             }
             self.write_batch(batch);
         }
+        // Nothing may write into the log directory after the writer stops: a detached
+        // zero-fill would keep writing to a path a later open of the vault reuses.
+        if let Some(Ok(Ok(spare))) = self.spare.take().map(|h| h.join()) {
+            spare.discard();
+        }
     }
 
     fn write_batch(&mut self, mut batch: Vec<WriteRequest>) {

@@ -96,7 +96,7 @@ fn crash_loop(io: IoChoice, name: &str) {
             .env("LTXVAULT_CRASH_CHILD_SEED", (seed * 100_000 + kill as u64).to_string())
             .env("LTXVAULT_CRASH_IO", io_name)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("child.stderr")).expect("stderr file"))
             .spawn()
             .expect("spawn child");
         let stdout = child.stdout.take().expect("stdout");
@@ -121,7 +121,12 @@ fn crash_loop(io: IoChoice, name: &str) {
                 Err(_) => break,
             }
         }
-        assert_eq!(ready, THREADS, "kill {kill}: child did not start (vault failed to open?)");
+        if ready != THREADS {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = std::fs::read_to_string(dir.path().join("child.stderr")).unwrap_or_default();
+            panic!("kill {kill}: child did not start; its stderr:\n{stderr}");
+        }
         std::thread::sleep(Duration::from_millis(rng.below(60)));
         child.kill().expect("SIGKILL");
         child.wait().expect("reap");

@@ -83,6 +83,11 @@ pub fn prepare_segment(dir: &Path, id: u64, size: u64, created_ms: i64) -> Resul
 }
 
 impl PreparedSegment {
+    /// Removes a prepared segment that will not be used.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.temp);
+    }
+
     /// Renames the segment to its final name and syncs the directory: from here on it is
     /// part of the log.
     pub fn install(self, dir: &Path) -> Result<(File, u64, u64)> {
