@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ltxvault::ltx::format::HEADER_FLAG_NO_CHECKSUM;
-use ltxvault::ltx::{Checksum, Crc64, Decoder, Encoder, Format, Header, PageNo, TxId, Version, database_checksum};
+use ltxvault::ltx::{Checksum, Crc64, Encoder, Format, Header, PageNo, TxId, Version, database_checksum};
 use ltxvault_fuzz::{check_decode, check_merge, join};
 
 /// A database image that files are applied to, so that chains carry real checksums: a merge
@@ -62,15 +62,7 @@ struct Spec {
 
 impl Spec {
     fn new(format: Format, page_size: u32, commit: u32, txids: (u64, u64), pages: &[u32]) -> Spec {
-        Spec {
-            format,
-            page_size,
-            commit,
-            txids,
-            checksums: true,
-            pages: pages.to_vec(),
-            wal: (0, 0, 0, 0),
-        }
+        Spec { format, page_size, commit, txids, checksums: true, pages: pages.to_vec(), wal: (0, 0, 0, 0) }
     }
 
     fn no_checksums(mut self) -> Spec {
@@ -333,10 +325,16 @@ fn main() {
     let decode = decode_seeds(&fixtures);
     for (name, bytes) in &decode {
         // A seed that does not decode teaches the fuzzer little; refuse to write one.
-        let outcome = check_decode(bytes);
-        if let Err(e) = &outcome.detected {
-            panic!("decode seed {name} does not decode: {e}");
-        }
+        let summary =
+            check_decode(bytes).detected.unwrap_or_else(|e| panic!("decode seed {name} does not decode: {e}"));
+        // The name says which version the seed is meant to be; detection must agree, or
+        // the seed exercises a different decoder path than its name promises.
+        let expected = match &name[..3] {
+            "v1-" => Version::V1,
+            "v2-" => Version::V2,
+            _ => Version::V3,
+        };
+        assert_eq!(summary.version, expected, "decode seed {name}");
     }
     let merge = merge_seeds(&fixtures);
     for (name, bytes) in &merge {

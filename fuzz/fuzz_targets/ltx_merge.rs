@@ -1,4 +1,4 @@
-//! Arbitrary bytes split into 2 to 4 LTX files and merged; see `ltxvault_fuzz::check_merge`.
+//! Arbitrary bytes split into LTX files and merged; see `ltxvault_fuzz::check_merge`.
 
 #![no_main]
 

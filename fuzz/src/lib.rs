@@ -6,6 +6,10 @@
 //! Every check here either returns what the codec said or panics: a panic is a finding,
 //! whether it comes from the codec or from one of the invariants asserted below.
 
+use std::cell::Cell;
+use std::io::{self, Write};
+
+use ltxvault::ltx::format::MAGIC;
 use ltxvault::ltx::{Checksum, Decoder, Encoder, Format, Header, LtxError, PageNo, Summary, Trailer, Version, merge};
 
 /// The versions a file can be decoded as, in the order [`check_decode`] reports them.
@@ -14,8 +18,8 @@ pub const VERSIONS: [Version; 3] = [Version::V1, Version::V2, Version::V3];
 /// The encodings a merge input can ask for, chosen by the control byte (see [`split`]).
 pub const MERGE_FORMATS: [Format; 3] = [Format::V1 { compress: false }, Format::V1 { compress: true }, Format::V3Block];
 
-/// Smallest and largest number of files [`split`] makes.
-pub const MERGE_FILES: std::ops::RangeInclusive<usize> = 2..=4;
+/// Most files [`split`] makes.
+pub const MAX_MERGE_FILES: usize = 4;
 
 /// What decoding one input gave.
 #[derive(Debug)]
@@ -102,13 +106,7 @@ fn drain(data: &[u8], version: Option<Version>) -> Result<Summary, LtxError> {
         assert_eq!(trailer.post_apply_checksum, Checksum::NONE, "post-apply checksum in a NoChecksum file");
     }
     assert!(trailer.file_checksum.is_flagged(), "file checksum without bit 63 was accepted");
-    Ok(Summary {
-        version: decoder.version(),
-        header,
-        trailer,
-        page_count: count,
-        max_pgno: PageNo(last),
-    })
+    Ok(Summary { version: decoder.version(), header, trailer, page_count: count, max_pgno: PageNo(last) })
 }
 
 /// The encodings a decoded file is written back as. v1 always carries database checksums,
@@ -170,50 +168,99 @@ fn check_reencode(data: &[u8], version: Option<Version>, summary: &Summary, form
 
 /// Cuts a merge target input into files and an output format.
 ///
-/// Layout: one control byte (`ctrl % 3` picks 2, 3 or 4 files, `ctrl / 3 % 3` the format
-/// from [`MERGE_FORMATS`]), then every file but the last as a little-endian `u16` length and
-/// that many bytes, then the last file as everything left. Lengths past the end are cut
-/// short, so every input splits somehow and the fuzzer never wastes a run.
+/// Layout: one control byte (`ctrl % 3` picks the format from [`MERGE_FORMATS`]), then the
+/// files back to back, each starting a new file where `LTX1` appears, up to
+/// [`MAX_MERGE_FILES`] (the last one takes the rest). Cutting at the magic rather than at
+/// length prefixes keeps the files apart when the fuzzer inserts or erases bytes inside
+/// one of them, and lets `cargo fuzz tmin` shrink one file without wrecking the others.
+/// Inputs with a single `LTX1` make a one-file merge, which is a valid merge as well.
 pub fn split(data: &[u8]) -> (Vec<&[u8]>, Format) {
-    let Some((&ctrl, mut rest)) = data.split_first() else {
-        return (vec![&[], &[]], MERGE_FORMATS[0]);
+    let Some((&ctrl, rest)) = data.split_first() else {
+        return (Vec::new(), MERGE_FORMATS[0]);
     };
-    let count = *MERGE_FILES.start() + usize::from(ctrl) % 3;
-    let format = MERGE_FORMATS[usize::from(ctrl) / 3 % 3];
-    let mut files = Vec::with_capacity(count);
-    for _ in 1..count {
-        let (len, after) = match rest {
-            [a, b, after @ ..] => (usize::from(u16::from_le_bytes([*a, *b])), after),
-            _ => (0, &[][..]),
-        };
-        let (file, after) = after.split_at(len.min(after.len()));
-        files.push(file);
-        rest = after;
+    let format = MERGE_FORMATS[usize::from(ctrl) % MERGE_FORMATS.len()];
+    let mut cuts: Vec<usize> = (1..rest.len().saturating_sub(MAGIC.len() - 1))
+        .filter(|&i| rest[i..].starts_with(&MAGIC))
+        .take(MAX_MERGE_FILES - 1)
+        .collect();
+    cuts.push(rest.len());
+    let mut files = Vec::with_capacity(cuts.len());
+    let mut start = 0;
+    for end in cuts {
+        files.push(&rest[start..end]);
+        start = end;
     }
-    files.push(rest);
     (files, format)
 }
 
-/// The inverse of [`split`], for writing seeds. `None` if the count or format cannot be
-/// expressed or a file other than the last is longer than a `u16`.
+/// The inverse of [`split`], for writing seeds. `None` if [`split`] would cut the result
+/// differently: too many files, or a file that does not start with `LTX1` or holds it again.
 pub fn join(files: &[&[u8]], format: Format) -> Option<Vec<u8>> {
-    let count = files.len().checked_sub(*MERGE_FILES.start()).filter(|&c| c < 3)?;
     let format_index = MERGE_FORMATS.iter().position(|&f| f == format)?;
-    let mut out = vec![u8::try_from(count + 3 * format_index).ok()?];
-    let (last, init) = files.split_last()?;
-    for file in init {
-        out.extend_from_slice(&u16::try_from(file.len()).ok()?.to_le_bytes());
+    let mut out = vec![u8::try_from(format_index).ok()?];
+    if files.is_empty() || files.len() > MAX_MERGE_FILES {
+        return None;
+    }
+    for file in files {
+        let again = file.windows(MAGIC.len()).skip(1).any(|w| w == MAGIC);
+        if !file.starts_with(&MAGIC) || again {
+            return None;
+        }
         out.extend_from_slice(file);
     }
-    out.extend_from_slice(last);
     Some(out)
+}
+
+/// Most bytes a merge may write in the harness: above what a valid 4 KiB input expands to
+/// (LZ4 tops out near 255:1), and small enough that an ASan build writes it in well under a
+/// second. Valid inputs may legitimately ask for more (zero pages up to a large Commit);
+/// those merges are cut short rather than allowed to eat the run's time and memory.
+pub const MAX_MERGE_OUTPUT: usize = 1 << 20;
+
+/// A `Vec` writer that fails once [`MAX_MERGE_OUTPUT`] would be passed, and says so in
+/// `hit` (the writer itself is gone once `merge` returns an error).
+struct CappedVec<'a> {
+    bytes: Vec<u8>,
+    hit: &'a Cell<bool>,
+}
+
+impl Write for CappedVec<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_MERGE_OUTPUT {
+            self.hit.set(true);
+            return Err(io::Error::other("merge output cap reached"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Splits `data` with [`split`], merges the files, and when the merge succeeds checks that
 /// every input verifies and that the output is a file of the promised shape.
+///
+/// The output is capped at [`MAX_MERGE_OUTPUT`]. Hitting the cap is fine when every input
+/// is valid (a Commit far above the pages written asks for that many zero pages), but not
+/// when one is invalid: then the merge did unbounded work for a file it was going to refuse
+/// (found by this target once: `tests/fixtures/fuzz-regressions/merge-unbounded-output.bin`).
 pub fn check_merge(data: &[u8]) -> Result<Trailer, ltxvault::Error> {
     let (files, format) = split(data);
-    let (out, trailer) = merge(&files, Vec::new(), format)?;
+    let hit = Cell::new(false);
+    let (out, trailer) = match merge(&files, CappedVec { bytes: Vec::new(), hit: &hit }, format) {
+        Ok((out, trailer)) => (out.bytes, trailer),
+        Err(e) => {
+            if hit.get() {
+                let bad = files.iter().position(|f| Decoder::new(f).and_then(Decoder::verify).is_err());
+                if let Some(i) = bad {
+                    panic!("merge wrote {MAX_MERGE_OUTPUT} bytes before noticing that input {i} is invalid");
+                }
+            }
+            return Err(e);
+        }
+    };
     // The merge promises it verified every input before writing the trailer.
     let headers: Vec<Header> = files
         .iter()
