@@ -190,9 +190,25 @@ impl Vault {
             None => open_engine(config.io)?,
         };
         let engine_note = match note {
-            Some(note) => format!("{} ({note})", engine.name()),
+            Some(note) => {
+                tracing::warn!(engine = engine.name(), reason = %note, "io_uring is not available; the log writer uses the std engine");
+                format!("{} ({note})", engine.name())
+            }
             None => engine.name().to_string(),
         };
+        if recovered.torn_bytes > 0 {
+            tracing::warn!(
+                bytes = recovered.torn_bytes,
+                "cut a torn, never acknowledged tail off the last log segment"
+            );
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            records = recovered.records.len(),
+            databases = catalog.keys().len(),
+            engine = engine.name(),
+            "vault open"
+        );
         let active = match recovered.active {
             Some(id) => {
                 let path = crate::segment::segment_path(&log_dir, id);

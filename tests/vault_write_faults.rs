@@ -144,3 +144,16 @@ fn a_full_queue_answers_busy() {
         }
     }
 }
+
+#[test]
+fn a_second_open_is_refused_and_names_the_holder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault_dir = dir.path().join("vault");
+    let first = Vault::open(&vault_dir, VaultConfig::default()).expect("open");
+    let err = Vault::open(&vault_dir, VaultConfig::default()).err().expect("second open refused");
+    let text = err.to_string();
+    assert!(matches!(err, Error::Locked { .. }), "{text}");
+    assert!(text.contains(&format!("process {}", std::process::id())), "{text}");
+    first.close().expect("close");
+    Vault::open(&vault_dir, VaultConfig::default()).expect("open after the holder closed");
+}
