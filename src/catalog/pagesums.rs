@@ -37,6 +37,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
 use crate::ltx::{Checksum, PageNo, TxId};
+use crate::segment::format::{le_u32, le_u64};
 
 const MAGIC: [u8; 8] = *b"LTXVSUM1";
 const VERSION: u32 = 1;
@@ -244,14 +245,6 @@ fn map_file(file: &File, path: &Path, len: usize) -> Result<MmapMut> {
     // mapped: growing remaps first.
     unsafe { memmap2::MmapOptions::new().len(len).map_mut(file) }
         .map_err(|e| Error::io(format!("mmap {}", path.display()), e))
-}
-
-fn le_u64(b: &[u8], offset: usize) -> u64 {
-    u64::from_le_bytes(b[offset..offset + 8].try_into().unwrap_or_default())
-}
-
-fn le_u32(b: &[u8], offset: usize) -> u32 {
-    u32::from_le_bytes(b[offset..offset + 4].try_into().unwrap_or_default())
 }
 
 #[cfg(test)]

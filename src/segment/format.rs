@@ -300,11 +300,13 @@ fn header_checksum(header: &[u8]) -> u64 {
     h.digest()
 }
 
-fn le_u64(b: &[u8], offset: usize) -> u64 {
+/// Little-endian u64 at `offset`; callers check the bounds first.
+pub(crate) fn le_u64(b: &[u8], offset: usize) -> u64 {
     u64::from_le_bytes(b[offset..offset + 8].try_into().unwrap_or_default())
 }
 
-fn le_u32(b: &[u8], offset: usize) -> u32 {
+/// Little-endian u32 at `offset`; callers check the bounds first.
+pub(crate) fn le_u32(b: &[u8], offset: usize) -> u32 {
     u32::from_le_bytes(b[offset..offset + 4].try_into().unwrap_or_default())
 }
 
