@@ -8,6 +8,7 @@ pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
+pub mod compact;
 pub mod error;
 pub mod import;
 pub mod ingest;

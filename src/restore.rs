@@ -14,9 +14,12 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use crate::catalog::Run;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use crate::error::{Error, Result};
 use crate::ltx::{Checksum, Decoder, PageMerge, TxId};
+use crate::segment::Location;
 
 /// Most runs merged at once.
 pub const MERGE_FAN_IN: usize = 64;
@@ -46,6 +49,36 @@ impl Target {
     }
 }
 
+/// Where a piece of history is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A record of the L0 log.
+    Log(Location),
+    /// A level file.
+    File(PathBuf),
+}
+
+/// One stored piece of history, of any level: the unit a restore reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Piece {
+    /// 0 for an upload in the log, 1 or 2 for a compaction level.
+    pub level: u8,
+    /// First TXID.
+    pub min_txid: TxId,
+    /// Last TXID.
+    pub max_txid: TxId,
+    /// Effective timestamp of its last transaction (ms).
+    pub timestamp_ms: i64,
+    /// Database size after it, in pages.
+    pub commit: u32,
+    /// Database checksum after it.
+    pub post_apply: Checksum,
+    /// Stored bytes.
+    pub bytes: u64,
+    /// Where it is.
+    pub source: Source,
+}
+
 /// The inputs of a restore and what it will produce.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -57,18 +90,30 @@ pub struct Plan {
     pub timestamp_ms: i64,
     /// Database size in pages.
     pub commit: u32,
-    /// The runs to merge, oldest first.
-    pub inputs: Vec<Run>,
-    /// Their payload bytes.
+    /// The finest level holding this point: 0 = every transaction is a point there, 1 =
+    /// one point per L1 window, 2 = one per L2 window.
+    pub granularity_level: u8,
+    /// The pieces to merge, oldest first.
+    pub inputs: Vec<Piece>,
+    /// Their stored bytes.
     pub bytes: u64,
 }
 
-/// Resolves `target` against a database's runs (oldest first) and picks the inputs: the
-/// last snapshot at or before the point, and every run after it up to the point.
-pub fn plan(runs: &[Run], target: Target) -> Result<Plan> {
-    let (first, last) = match (runs.first(), runs.last()) {
-        (Some(f), Some(l)) => (f, l),
-        _ => return Err(Error::Invalid("the database has no stored history".into())),
+/// Resolves `target` against a database's stored pieces (any order, any level) and picks
+/// the fewest inputs that rebuild it: from TXID 1, at each step the longest stored piece
+/// that starts there and does not pass the point.
+pub fn plan(pieces: &[Piece], target: Target) -> Result<Plan> {
+    // Restorable points: the end of every piece; the finest level that has one says the
+    // granularity there.
+    let mut points: BTreeMap<TxId, &Piece> = BTreeMap::new();
+    for piece in pieces {
+        let entry = points.entry(piece.max_txid).or_insert(piece);
+        if piece.level < entry.level {
+            *entry = piece;
+        }
+    }
+    let (Some((_, first)), Some((_, last))) = (points.first_key_value(), points.last_key_value()) else {
+        return Err(Error::Invalid("the database has no stored history".into()));
     };
     let window = || {
         format!(
@@ -79,46 +124,57 @@ pub fn plan(runs: &[Run], target: Target) -> Result<Plan> {
             format_ms(last.timestamp_ms)
         )
     };
-    let index = match target {
-        Target::Latest => runs.len() - 1,
-        Target::TxId(txid) => match runs.binary_search_by_key(&txid, |r| r.max_txid) {
-            Ok(i) => i,
-            Err(i) => {
-                if let Some(run) = runs.get(i).filter(|r| r.min_txid <= txid) {
-                    let before =
-                        if run.min_txid.0 > 1 { format!("TXID {}", TxId(run.min_txid.0 - 1)) } else { "none".into() };
-                    return Err(Error::Invalid(format!(
-                        "TXID {txid} is inside the stored run {}..{}, which can only be restored as a whole; the nearest points are {before} and TXID {}",
-                        run.min_txid, run.max_txid, run.max_txid
-                    )));
-                }
-                return Err(Error::Invalid(format!("TXID {txid} is outside the retained history: {}", window())));
+    let point: &Piece = match target {
+        Target::Latest => last,
+        Target::TxId(txid) => match points.get(&txid) {
+            Some(p) => p,
+            None if txid > first.max_txid && txid < last.max_txid => {
+                let before = points.range(..txid).next_back().map(|(t, _)| *t).unwrap_or_default();
+                let after = points.range(txid..).next().map(|(t, _)| *t).unwrap_or_default();
+                return Err(Error::Invalid(format!(
+                    "TXID {txid} is not a stored restore point (it lies inside a stored run or a compacted window); the nearest points are TXID {before} and TXID {after}"
+                )));
             }
+            None => return Err(Error::Invalid(format!("TXID {txid} is outside the retained history: {}", window()))),
         },
-        Target::Timestamp(ms) => {
-            let after = runs.partition_point(|r| r.timestamp_ms <= ms);
-            if after == 0 {
+        Target::Timestamp(ms) => match points.values().rev().find(|p| p.timestamp_ms <= ms) {
+            Some(p) => p,
+            None => {
                 return Err(Error::Invalid(format!(
                     "timestamp {} is before the oldest restorable point: {}",
                     format_ms(ms),
                     window()
                 )));
             }
-            after - 1
-        }
+        },
     };
-    let start = runs[..=index].iter().rposition(|r| r.min_txid == TxId(1)).ok_or_else(|| Error::Corrupt {
-        file: "catalog".into(),
-        offset: 0,
-        reason: "no snapshot before the restore point: the history does not start with one".into(),
-    })?;
-    let inputs = runs[start..=index].to_vec();
-    let point = &runs[index];
+    let mut by_start: BTreeMap<TxId, Vec<&Piece>> = BTreeMap::new();
+    for piece in pieces {
+        by_start.entry(piece.min_txid).or_default().push(piece);
+    }
+    let mut inputs = Vec::new();
+    let mut at = TxId::ZERO;
+    while at < point.max_txid {
+        let next = TxId(at.0 + 1);
+        let best = by_start.get(&next).and_then(|c| {
+            c.iter().filter(|p| p.max_txid <= point.max_txid).max_by_key(|p| (p.max_txid, 255 - p.level))
+        });
+        let Some(best) = best else {
+            return Err(Error::Corrupt {
+                file: "catalog".into(),
+                offset: 0,
+                reason: format!("no stored piece starts at TXID {next} on the way to TXID {}", point.max_txid),
+            });
+        };
+        inputs.push((*best).clone());
+        at = best.max_txid;
+    }
     Ok(Plan {
         txid: point.max_txid,
         checksum: point.post_apply,
         timestamp_ms: point.timestamp_ms,
         commit: point.commit,
+        granularity_level: point.level,
         bytes: inputs.iter().map(|r| r.bytes).sum(),
         inputs,
     })
@@ -149,33 +205,52 @@ fn format_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::Location;
 
-    fn run(min: u64, max: u64, ts: i64) -> Run {
-        Run {
+    fn piece(level: u8, min: u64, max: u64, ts: i64) -> Piece {
+        Piece {
+            level,
             min_txid: TxId(min),
             max_txid: TxId(max),
             timestamp_ms: ts,
             commit: 1,
-            pre_apply: Checksum::NONE,
             post_apply: Checksum(Checksum::FLAG | max),
-            location: Location { segment: 1, offset: min },
             bytes: 10,
+            source: Source::Log(Location { segment: 1, offset: min }),
         }
     }
 
     #[test]
-    fn targets_resolve_to_run_ends_and_nothing_else() {
-        let runs = [run(1, 1, 100), run(2, 4, 200), run(5, 5, 200), run(6, 6, 300)];
-        assert_eq!(plan(&runs, Target::Latest).unwrap().txid, TxId(6));
-        assert_eq!(plan(&runs, Target::TxId(TxId(4))).unwrap().inputs.len(), 2);
-        let err = plan(&runs, Target::TxId(TxId(3))).unwrap_err().to_string();
-        assert!(err.contains("inside the stored run") && err.contains("TXID 0000000000000001"), "{err}");
-        assert!(plan(&runs, Target::TxId(TxId(7))).unwrap_err().to_string().contains("outside"));
-        assert_eq!(plan(&runs, Target::Timestamp(250)).unwrap().txid, TxId(5));
-        assert_eq!(plan(&runs, Target::Timestamp(200)).unwrap().txid, TxId(5));
-        assert_eq!(plan(&runs, Target::Timestamp(199)).unwrap().txid, TxId(1));
-        assert!(plan(&runs, Target::Timestamp(99)).unwrap_err().to_string().contains("before the oldest"));
+    fn targets_resolve_to_piece_ends_and_nothing_else() {
+        let pieces = [piece(0, 1, 1, 100), piece(0, 2, 4, 200), piece(0, 5, 5, 200), piece(0, 6, 6, 300)];
+        assert_eq!(plan(&pieces, Target::Latest).unwrap().txid, TxId(6));
+        assert_eq!(plan(&pieces, Target::TxId(TxId(4))).unwrap().inputs.len(), 2);
+        let err = plan(&pieces, Target::TxId(TxId(3))).unwrap_err().to_string();
+        assert!(err.contains("not a stored restore point") && err.contains("TXID 0000000000000001"), "{err}");
+        assert!(plan(&pieces, Target::TxId(TxId(7))).unwrap_err().to_string().contains("outside"));
+        assert_eq!(plan(&pieces, Target::Timestamp(250)).unwrap().txid, TxId(5));
+        assert_eq!(plan(&pieces, Target::Timestamp(200)).unwrap().txid, TxId(5));
+        assert_eq!(plan(&pieces, Target::Timestamp(199)).unwrap().txid, TxId(1));
+        assert!(plan(&pieces, Target::Timestamp(99)).unwrap_err().to_string().contains("before the oldest"));
+    }
+
+    #[test]
+    fn the_plan_takes_the_longest_pieces_and_reports_granularity() {
+        let mut pieces: Vec<Piece> = (1..=10).map(|t| piece(0, t, t, t as i64 * 10)).collect();
+        pieces.push(piece(1, 1, 4, 40));
+        pieces.push(piece(1, 5, 8, 80));
+        pieces.push(piece(2, 1, 8, 80));
+        let p = plan(&pieces, Target::TxId(TxId(10))).unwrap();
+        let spans: Vec<(u8, u64, u64)> = p.inputs.iter().map(|i| (i.level, i.min_txid.0, i.max_txid.0)).collect();
+        assert_eq!(spans, vec![(2, 1, 8), (0, 9, 9), (0, 10, 10)]);
+        assert_eq!(p.granularity_level, 0);
+        let p = plan(&pieces, Target::TxId(TxId(6))).unwrap();
+        let spans: Vec<(u8, u64, u64)> = p.inputs.iter().map(|i| (i.level, i.min_txid.0, i.max_txid.0)).collect();
+        assert_eq!(spans, vec![(1, 1, 4), (0, 5, 5), (0, 6, 6)]);
+        // With L0 gone only the level ends remain restorable, at their granularity.
+        let levels: Vec<Piece> = pieces.iter().filter(|p| p.level > 0).cloned().collect();
+        assert_eq!(plan(&levels, Target::Timestamp(75)).unwrap().txid, TxId(4));
+        assert_eq!(plan(&levels, Target::TxId(TxId(8))).unwrap().granularity_level, 1);
+        assert!(plan(&levels, Target::TxId(TxId(6))).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -21,15 +21,20 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::catalog::pagesums::{CleanPoint, PageSums};
 use crate::catalog::{Catalog, DbKey, DbState, Position, Run, lock};
 use crate::clock::{Clock, SystemClock};
+use crate::compact::{
+    Compactor, DEFAULT_GRACE_MS, DEFAULT_LEVEL_INTERVALS_MS, LevelRun, load_level_file, parse_level_file_name,
+    read_db_name,
+};
 use crate::error::{Error, Result};
 use crate::ingest::{
     LogWriter, Payload, Poison, WriteRequest, WriterLimits, apply_to_sums, checksum_after, payload_checksum,
 };
+use crate::io::MappedFile;
 use crate::io::TempFile;
 use crate::io::engine::{IoChoice, IoEngine, open_engine};
 use crate::ltx::{Checksum, Decoder, TxId, database_file_checksum, page_checksum};
 use crate::names;
-use crate::restore::{self, Plan, Target};
+use crate::restore::{self, Piece, Plan, Source, Target};
 use crate::segment::format::{KIND_LTX, RecordHeader};
 use crate::segment::{Location, Segments, recover};
 
@@ -48,6 +53,13 @@ pub struct VaultConfig {
     pub max_upload_bytes: u64,
     /// How long an upload waits for room in a full queue before `Busy`.
     pub enqueue_timeout: Duration,
+    /// Window of each compaction level in ms: L1, L2.
+    pub level_intervals_ms: Vec<i64>,
+    /// How long past a window's end a quiet database's window stays open.
+    pub compaction_grace_ms: i64,
+    /// Run one compactor thread per level. Off, compaction runs only through
+    /// [`Vault::compact_now`].
+    pub background_compaction: bool,
 }
 
 impl Default for VaultConfig {
@@ -59,6 +71,9 @@ impl Default for VaultConfig {
             max_batch_bytes: 16 << 20,
             max_upload_bytes: 1 << 30,
             enqueue_timeout: Duration::from_secs(10),
+            level_intervals_ms: DEFAULT_LEVEL_INTERVALS_MS.to_vec(),
+            compaction_grace_ms: DEFAULT_GRACE_MS,
+            background_compaction: true,
         }
     }
 }
@@ -114,8 +129,11 @@ pub struct RestoreSummary {
 pub struct Vault {
     dir: PathBuf,
     config: VaultConfig,
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
     segments: Arc<Segments>,
+    compactor: Arc<Compactor>,
+    compactor_threads: Vec<JoinHandle<()>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
     queue: Option<Sender<WriteRequest>>,
     writer: Option<JoinHandle<()>>,
     poison: Arc<Poison>,
@@ -152,7 +170,7 @@ impl Vault {
 
         let recovered = recover(&log_dir)?;
         let segments = Arc::new(Segments::new(&log_dir));
-        let catalog = Catalog::default();
+        let catalog = Arc::new(Catalog::default());
         for found in &recovered.records {
             let h = &found.header;
             let key = DbKey { cluster: h.cluster.clone(), db: h.db.clone() };
@@ -184,6 +202,9 @@ impl Vault {
                 rebuild_sums_if_needed(&segments, &key, &mut lock(&state))?;
             }
         }
+        let levels_dir = dir.join("levels");
+        make_dir(&levels_dir)?;
+        load_levels(&levels_dir, &catalog, &sums_dir)?;
 
         let (engine, note) = match engine {
             Some(engine) => (engine, None),
@@ -237,6 +258,26 @@ impl Vault {
             next_seq: recovered.next_seq,
             spare: None,
         };
+        let compactor = Arc::new(Compactor {
+            catalog: catalog.clone(),
+            segments: segments.clone(),
+            levels_dir,
+            intervals_ms: config.level_intervals_ms.clone(),
+            grace_ms: config.compaction_grace_ms,
+            clock: clock.clone(),
+        });
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let mut compactor_threads = Vec::new();
+        if config.background_compaction {
+            for level in 1..=config.level_intervals_ms.len() as u8 {
+                let (compactor, stop) = (compactor.clone(), stop.clone());
+                let handle = std::thread::Builder::new()
+                    .name(format!("ltxvault-compact-l{level}"))
+                    .spawn(move || compaction_loop(&compactor, level, &stop))
+                    .map_err(|e| Error::io("start a compactor thread", e))?;
+                compactor_threads.push(handle);
+            }
+        }
         let (tx, rx) = crossbeam::channel::bounded(config.queue_capacity);
         let writer = std::thread::Builder::new()
             .name("ltxvault-l0-writer".into())
@@ -247,6 +288,9 @@ impl Vault {
             config,
             catalog,
             segments,
+            compactor,
+            compactor_threads,
+            stop,
             queue: Some(tx),
             writer: Some(writer),
             poison,
@@ -453,14 +497,33 @@ impl Vault {
     pub fn plan_restore(&self, cluster: &str, db: &str, target: Target) -> Result<(Plan, u32)> {
         let not_found = || Error::NotFound { cluster: cluster.into(), db: db.into() };
         let state = self.catalog.get(&DbKey { cluster: cluster.into(), db: db.into() }).ok_or_else(not_found)?;
-        let (runs, page_size) = {
+        let (pieces, page_size) = {
             let state = lock(&state);
-            (state.runs.clone(), state.page_size)
+            (pieces_of(&state), state.page_size)
         };
-        if runs.is_empty() {
+        if pieces.is_empty() {
             return Err(not_found());
         }
-        Ok((restore::plan(&runs, target)?, page_size))
+        Ok((restore::plan(&pieces, target)?, page_size))
+    }
+
+    /// Runs one compaction pass of every level now, in the calling thread (tests and
+    /// imports use it; the compactor threads do the same on their own). Returns the level
+    /// files written.
+    pub fn compact_now(&self) -> Result<usize> {
+        let mut written = 0;
+        for level in 1..=self.config.level_intervals_ms.len() as u8 {
+            written += self.compactor.run_level(level)?;
+        }
+        Ok(written)
+    }
+
+    /// The level runs of a database (index 0 = L1).
+    pub fn level_runs(&self, cluster: &str, db: &str) -> Vec<Vec<LevelRun>> {
+        self.catalog
+            .get(&DbKey { cluster: cluster.into(), db: db.into() })
+            .map(|state| lock(&state).levels.clone())
+            .unwrap_or_default()
     }
 
     /// Restores a database to `target` as a plain SQLite file at `out` (a new file unless
@@ -474,8 +537,15 @@ impl Vault {
         }
         let temp = TempFile::create(out)?;
         let mut maps = Vec::with_capacity(plan.inputs.len());
-        for run in &plan.inputs {
-            maps.push(self.segments.payload(run.location)?);
+        for piece in &plan.inputs {
+            maps.push(match &piece.source {
+                Source::Log(location) => self.segments.payload(*location)?,
+                Source::File(path) => {
+                    let map = Arc::new(MappedFile::open(path)?);
+                    let len = map.len();
+                    (map, 0..len)
+                }
+            });
         }
         let payloads: Vec<&[u8]> = maps.iter().map(|(map, range)| &map[range.clone()]).collect();
         restore::execute(temp.file(), &payloads, page_size)?;
@@ -506,6 +576,16 @@ impl Vault {
     }
 
     fn shutdown(&mut self) -> Result<()> {
+        {
+            let (flag, wake) = &*self.stop;
+            *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            wake.notify_all();
+        }
+        for handle in self.compactor_threads.drain(..) {
+            if handle.join().is_err() {
+                self.poison.poison("a compactor thread panicked".into());
+            }
+        }
         self.queue.take();
         if let Some(writer) = self.writer.take()
             && writer.join().is_err()
@@ -556,6 +636,7 @@ fn new_state(sums_dir: &Path, key: &DbKey) -> Result<DbState> {
     let path = sums_dir.join(format!("{:016x}.sums", hash.digest()));
     let (sums, clean_point) = PageSums::open(&path, &key.cluster, &key.db)?;
     Ok(DbState {
+        levels: vec![Vec::new(); DEFAULT_LEVEL_INTERVALS_MS.len()],
         clean_point,
         page_size: 0,
         pending: Position::default(),
@@ -651,4 +732,107 @@ fn take_lock(dir: &Path) -> Result<File> {
     let me = format!("process {} ({})", std::process::id(), std::env::args().next().unwrap_or_default());
     file.write_all(me.as_bytes()).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
     Ok(file)
+}
+
+/// Every stored piece of a database's history, all levels.
+fn pieces_of(state: &DbState) -> Vec<Piece> {
+    let log = state.runs.iter().map(|r| Piece {
+        level: 0,
+        min_txid: r.min_txid,
+        max_txid: r.max_txid,
+        timestamp_ms: r.timestamp_ms,
+        commit: r.commit,
+        post_apply: r.post_apply,
+        bytes: r.bytes,
+        source: Source::Log(r.location),
+    });
+    let files = state.levels.iter().flatten().map(|r| Piece {
+        level: r.level,
+        min_txid: r.min_txid,
+        max_txid: r.max_txid,
+        timestamp_ms: r.timestamp_ms,
+        commit: r.commit,
+        post_apply: r.post_apply,
+        bytes: r.bytes,
+        source: Source::File(r.path.clone()),
+    });
+    log.chain(files).collect()
+}
+
+/// Loads every level file (each verified completely) into the catalog. Temporary files of
+/// an interrupted compaction are removed; a level whose files do not follow each other
+/// fails the open.
+fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(levels_dir).map_err(|e| Error::io(format!("list {}", levels_dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("list {}", levels_dir.display()), e))?;
+        let dir = entry.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let (cluster, db) = read_db_name(&dir)?;
+        let key = DbKey { cluster, db };
+        let mut found: Vec<LevelRun> = Vec::new();
+        let files = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+        for file in files {
+            let file = file.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+            let name = file.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                let _ = std::fs::remove_file(file.path());
+                continue;
+            }
+            let Some((level, min, max)) = parse_level_file_name(&name) else { continue };
+            let run = load_level_file(&file.path(), level)?;
+            if (run.min_txid, run.max_txid) != (min, max) {
+                return Err(Error::Corrupt {
+                    file: file.path(),
+                    offset: 0,
+                    reason: format!("file name says TXID {min}..{max}, the header {}..{}", run.min_txid, run.max_txid),
+                });
+            }
+            found.push(run);
+        }
+        found.sort_by_key(|r| (r.level, r.min_txid));
+        let state = catalog.get_or_create(&key, || new_state(sums_dir, &key))?;
+        let mut state = lock(&state);
+        for run in found {
+            let index = usize::from(run.level).saturating_sub(1);
+            if index >= state.levels.len() {
+                continue;
+            }
+            let list = &mut state.levels[index];
+            if let Some(last) = list.last()
+                && !run.min_txid.follows(last.max_txid)
+            {
+                return Err(Error::Corrupt {
+                    file: run.path.clone(),
+                    offset: 0,
+                    reason: format!(
+                        "L{} file starts at TXID {}, the previous ends at {}",
+                        run.level, run.min_txid, last.max_txid
+                    ),
+                });
+            }
+            list.push(run);
+        }
+    }
+    Ok(())
+}
+
+/// A compactor thread: one pass of its level, then sleep until woken or a second passes.
+fn compaction_loop(compactor: &Compactor, level: u8, stop: &(Mutex<bool>, Condvar)) {
+    let (flag, wake) = stop;
+    loop {
+        if let Err(e) = compactor.run_level(level) {
+            tracing::error!(level, error = %e, "compaction failed; will retry");
+        }
+        let stopped = flag.lock().unwrap_or_else(|e| e.into_inner());
+        if *stopped {
+            return;
+        }
+        let (stopped, _) = wake.wait_timeout(stopped, Duration::from_secs(1)).unwrap_or_else(|e| e.into_inner());
+        if *stopped {
+            return;
+        }
+    }
 }

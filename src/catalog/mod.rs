@@ -78,6 +78,8 @@ pub struct DbState {
     pub runs: Vec<Run>,
     /// The page-checksum map at `pending`.
     pub sums: PageSums,
+    /// Compaction levels: index 0 holds L1 runs, index 1 L2 runs, each ordered by TXID.
+    pub levels: Vec<Vec<crate::compact::LevelRun>>,
     /// What the map vouched for when it was opened (used once, at vault open).
     pub clean_point: Option<pagesums::CleanPoint>,
 }

@@ -79,40 +79,42 @@ pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
             let inputs: Vec<_> = plan
                 .inputs
                 .iter()
-                .map(|r| serde_json::json!({"level": 0, "min_txid": r.min_txid.to_string(), "max_txid": r.max_txid.to_string(), "bytes": r.bytes}))
+                .map(|r| serde_json::json!({"level": r.level, "min_txid": r.min_txid.to_string(), "max_txid": r.max_txid.to_string(), "bytes": r.bytes}))
                 .collect();
             println!(
                 "{}",
                 serde_json::json!({"txid": plan.txid.to_string(), "checksum": plan.checksum.to_string(),
                     "timestamp_ms": plan.timestamp_ms, "commit": plan.commit, "page_size": page_size,
-                    "granularity": "txid", "inputs": inputs, "bytes": plan.bytes})
+                    "granularity": granularity(plan.granularity_level), "inputs": inputs, "bytes": plan.bytes})
             );
         } else {
             println!(
-                "would restore {cluster}/{db} to TXID {} ({} pages of {page_size} bytes, checksum {}) from {} input(s), {} bytes; granularity: every transaction",
+                "would restore {cluster}/{db} to TXID {} ({} pages of {page_size} bytes, checksum {}) from {} input(s), {} bytes; granularity here: {}",
                 plan.txid,
                 plan.commit,
                 plan.checksum,
                 plan.inputs.len(),
-                plan.bytes
+                plan.bytes,
+                granularity(plan.granularity_level)
             );
             for run in &plan.inputs {
-                println!("  L0 {}-{} {} bytes", run.min_txid, run.max_txid, run.bytes);
+                println!("  L{} {}-{} {} bytes", run.level, run.min_txid, run.max_txid, run.bytes);
             }
         }
         return Ok(ExitCode::SUCCESS);
     }
     let summary = vault.restore(cluster, db, target, &args.output, args.force)?;
+    let granularity = granularity(plan.granularity_level);
     if args.json {
         println!(
             "{}",
             serde_json::json!({"output": args.output, "txid": summary.position.txid.to_string(),
                 "checksum": summary.position.checksum.to_string(), "commit": summary.commit,
-                "page_size": summary.page_size, "inputs": summary.inputs, "granularity": "txid"})
+                "page_size": summary.page_size, "inputs": summary.inputs, "granularity": granularity})
         );
     } else {
         println!(
-            "restored {cluster}/{db} to TXID {} ({} pages of {} bytes, checksum {}) into {}; granularity: every transaction",
+            "restored {cluster}/{db} to TXID {} ({} pages of {} bytes, checksum {}) into {}; granularity here: {granularity}",
             summary.position.txid,
             summary.commit,
             summary.page_size,
@@ -195,4 +197,13 @@ pub(crate) fn import(args: DbArgs, replica: PathBuf) -> Result<ExitCode> {
     }
     vault.close()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Words for the restore granularity a level gives.
+fn granularity(level: u8) -> &'static str {
+    match level {
+        0 => "every transaction (L0)",
+        1 => "one point per L1 window (1 minute by default)",
+        _ => "one point per L2 window (1 hour by default)",
+    }
 }

@@ -37,6 +37,16 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("sync directory {}", dir.display()), e))
 }
 
+/// Creates a directory (and its parents) readable by the owner only.
+pub fn make_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(format!("create directory {}", dir.display()), e))
+}
+
 /// A file being written under a temporary name next to its final path. Dropping it without
 /// [`commit`](TempFile::commit) removes the temporary file, so a failed write leaves
 /// nothing behind.

@@ -1,0 +1,356 @@
+//! Compaction levels: L1 files hold one time window of L0 runs each (default 1 minute),
+//! L2 files one window of L1 files (default 1 hour). Every level file is an LTX v1 file,
+//! uncompressed, with the vault's own pre/post-apply checksums, so a restore reads its
+//! pages straight from an mmap.
+//!
+//! ```text
+//! <vault>/levels/<hash of names>/NAME                        cluster and database, checksummed
+//! <vault>/levels/<hash of names>/L1-<min txid>-<max txid>.ltx
+//! <vault>/levels/<hash of names>/L2-<min txid>-<max txid>.ltx
+//! ```
+//!
+//! Policy ([`closed_windows`]) is pure: the runs of the level below that come after the last
+//! run of this level are grouped by the window their (monotonic) timestamp falls in; a
+//! window is closed once a later run of the database exists (imported history compacts at
+//! once) or once the clock has passed the window's end plus a grace period (a quiet
+//! database still gets its windows closed). The worker merges a closed window's runs with
+//! [`PageMerge`] (inputs by mmap, pages never copied into a user buffer on the way) and
+//! writes the file durably (temporary name, fdatasync, rename, directory fsync).
+
+use std::io::{BufWriter, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::error::{Error, Result};
+use crate::io::{MappedFile, TempFile, sync_dir};
+use crate::ltx::{Checksum, Decoder, Encoder, Format, Header, PageMerge, TxId};
+
+/// Windows of each compaction level, in ms: L1, L2.
+pub const DEFAULT_LEVEL_INTERVALS_MS: [i64; 2] = [60_000, 3_600_000];
+/// How long after a window's end the clock must be before a quiet database's window closes.
+pub const DEFAULT_GRACE_MS: i64 = 5_000;
+
+/// One run of a compaction level (a level file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LevelRun {
+    /// 1 or 2.
+    pub level: u8,
+    /// First TXID.
+    pub min_txid: TxId,
+    /// Last TXID.
+    pub max_txid: TxId,
+    /// Effective timestamp of the last transaction (ms).
+    pub timestamp_ms: i64,
+    /// Database size after the run, in pages.
+    pub commit: u32,
+    /// Database checksum before the run (none for a snapshot).
+    pub pre_apply: Checksum,
+    /// Database checksum after the run.
+    pub post_apply: Checksum,
+    /// The file.
+    pub path: PathBuf,
+    /// File size.
+    pub bytes: u64,
+}
+
+/// The span of a run of any level, as the policy sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// Last TXID.
+    pub max_txid: TxId,
+    /// Effective timestamp of its last transaction.
+    pub timestamp_ms: i64,
+}
+
+/// Groups `below` (runs of the level below, oldest first, all after the last run of this
+/// level) into windows of `interval_ms` and returns the index ranges of the closed ones.
+pub fn closed_windows(below: &[Span], interval_ms: i64, grace_ms: i64, now_ms: i64) -> Vec<Range<usize>> {
+    let window = |r: &Span| r.timestamp_ms.div_euclid(interval_ms);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < below.len() {
+        let w = window(&below[start]);
+        let end = start + below[start..].iter().take_while(|r| window(r) == w).count();
+        let later_run_exists = end < below.len();
+        let window_end = (w + 1).saturating_mul(interval_ms);
+        if later_run_exists || now_ms >= window_end.saturating_add(grace_ms) {
+            out.push(start..end);
+        } else {
+            break;
+        }
+        start = end;
+    }
+    out
+}
+
+/// The directory of a database's level files.
+pub fn db_dir(levels_dir: &Path, cluster: &str, db: &str) -> PathBuf {
+    levels_dir.join(format!("{:016x}", name_hash(cluster, db)))
+}
+
+/// The hash that names a database's files.
+pub fn name_hash(cluster: &str, db: &str) -> u64 {
+    let mut bytes = Vec::with_capacity(cluster.len() + db.len() + 1);
+    bytes.extend_from_slice(cluster.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(db.as_bytes());
+    xxh3_64(&bytes)
+}
+
+/// Creates a database's level directory with its NAME file (durably) if missing.
+pub fn ensure_db_dir(levels_dir: &Path, cluster: &str, db: &str) -> Result<PathBuf> {
+    let dir = db_dir(levels_dir, cluster, db);
+    if dir.join("NAME").exists() {
+        return Ok(dir);
+    }
+    crate::io::make_private_dir(&dir)?;
+    let body = format!("{cluster}\n{db}\n");
+    let text = format!("{body}{:016x}\n", xxh3_64(body.as_bytes()));
+    let temp = TempFile::create(&dir.join("NAME"))?;
+    temp.file().write_all(text.as_bytes()).map_err(|e| Error::io(format!("write {}", dir.display()), e))?;
+    temp.commit()?;
+    sync_dir(levels_dir)?;
+    Ok(dir)
+}
+
+/// Reads and checks a NAME file: (cluster, db).
+pub fn read_db_name(dir: &Path) -> Result<(String, String)> {
+    let path = dir.join("NAME");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    let mut lines = text.lines();
+    let (cluster, db, sum) = match (lines.next(), lines.next(), lines.next()) {
+        (Some(c), Some(d), Some(s)) => (c, d, s),
+        _ => return Err(Error::Corrupt { file: path, offset: 0, reason: "NAME file is not three lines".into() }),
+    };
+    let body = format!("{cluster}\n{db}\n");
+    if format!("{:016x}", xxh3_64(body.as_bytes())) != sum {
+        return Err(Error::Corrupt { file: path, offset: 0, reason: "NAME file checksum mismatch".into() });
+    }
+    Ok((cluster.to_string(), db.to_string()))
+}
+
+/// File name of a level file.
+pub fn level_file_name(level: u8, min: TxId, max: TxId) -> String {
+    format!("L{level}-{min}-{max}.ltx")
+}
+
+/// Parses a level file name.
+pub fn parse_level_file_name(name: &str) -> Option<(u8, TxId, TxId)> {
+    let rest = name.strip_prefix('L')?;
+    let (level, rest) = rest.split_once('-')?;
+    let level: u8 = level.parse().ok()?;
+    let (min, max) = crate::ltx::parse_file_name(rest)?;
+    Some((level, min, max))
+}
+
+/// Reads a level file, verifying it completely, into a [`LevelRun`].
+pub fn load_level_file(path: &Path, level: u8) -> Result<LevelRun> {
+    let map = MappedFile::open(path)?;
+    let summary = Decoder::new(&map).and_then(|d| d.verify()).map_err(|e| Error::from(e).in_file(path))?;
+    let h = summary.header;
+    Ok(LevelRun {
+        level,
+        min_txid: h.min_txid,
+        max_txid: h.max_txid,
+        timestamp_ms: h.timestamp_ms,
+        commit: h.commit,
+        pre_apply: h.pre_apply_checksum,
+        post_apply: summary.trailer.post_apply_checksum,
+        path: path.to_path_buf(),
+        bytes: map.len() as u64,
+    })
+}
+
+/// What one compaction output must say about itself; the inputs are its pages' source.
+pub struct Output<'a> {
+    /// Level being written.
+    pub level: u8,
+    /// Directory of the database's level files.
+    pub dir: &'a Path,
+    /// Page size.
+    pub page_size: u32,
+    /// First TXID (of the first input).
+    pub min_txid: TxId,
+    /// Last TXID, Commit, timestamp and checksums of the last input.
+    pub max_txid: TxId,
+    /// Commit after the last input.
+    pub commit: u32,
+    /// Timestamp of the last input.
+    pub timestamp_ms: i64,
+    /// Database checksum before the first input.
+    pub pre_apply: Checksum,
+    /// Database checksum after the last input.
+    pub post_apply: Checksum,
+}
+
+/// Merges `inputs` (LTX files, oldest first, contiguous) into one level file and returns
+/// it. Nothing is left behind on error.
+pub fn write_level_file(out: &Output<'_>, inputs: &[&[u8]]) -> Result<LevelRun> {
+    let path = out.dir.join(level_file_name(out.level, out.min_txid, out.max_txid));
+    let temp = TempFile::create(&path)?;
+    let header = Header {
+        page_size: out.page_size,
+        commit: out.commit,
+        min_txid: out.min_txid,
+        max_txid: out.max_txid,
+        timestamp_ms: out.timestamp_ms,
+        pre_apply_checksum: if out.min_txid == TxId(1) { Checksum::NONE } else { out.pre_apply },
+        ..Header::default()
+    };
+    let mut writer = BufWriter::with_capacity(1 << 20, temp.file());
+    let mut encoder = Encoder::new(&mut writer, &header, Format::V1 { compress: false })?;
+    let decoders = inputs.iter().map(|p| Decoder::new(p)).collect::<Result<Vec<_>, _>>()?;
+    let mut merge = PageMerge::new(decoders, out.page_size)?;
+    while let Some(page) = merge.next_page()? {
+        encoder.write_page(page.pgno, page.data)?;
+    }
+    encoder.finish(out.post_apply)?;
+    writer.flush().map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    drop(writer);
+    let bytes = temp.file().metadata().map_err(|e| Error::io(format!("stat {}", temp.path().display()), e))?.len();
+    temp.commit()?;
+    Ok(LevelRun {
+        level: out.level,
+        min_txid: out.min_txid,
+        max_txid: out.max_txid,
+        timestamp_ms: out.timestamp_ms,
+        commit: out.commit,
+        pre_apply: header.pre_apply_checksum,
+        post_apply: out.post_apply,
+        path,
+        bytes,
+    })
+}
+
+/// Runs compaction passes over every database of a catalog.
+pub struct Compactor {
+    /// The vault's catalog.
+    pub catalog: std::sync::Arc<crate::catalog::Catalog>,
+    /// The L0 log.
+    pub segments: std::sync::Arc<crate::segment::Segments>,
+    /// `<vault>/levels`.
+    pub levels_dir: PathBuf,
+    /// Window of each level, ms (index 0 = L1).
+    pub intervals_ms: Vec<i64>,
+    /// Grace after a window's end before a quiet database's window closes.
+    pub grace_ms: i64,
+    /// The clock.
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+}
+
+/// A run of the level below, as a compaction input.
+enum Below {
+    Log(crate::catalog::Run),
+    File(LevelRun),
+}
+
+impl Compactor {
+    /// One pass of `level` (1-based) over every database; returns the files written.
+    pub fn run_level(&self, level: u8) -> Result<usize> {
+        let index = usize::from(level) - 1;
+        let Some(&interval) = self.intervals_ms.get(index) else { return Ok(0) };
+        let mut written = 0;
+        for key in self.catalog.keys() {
+            let Some(state) = self.catalog.get(&key) else { continue };
+            let (below, page_size) = {
+                let state = crate::catalog::lock(&state);
+                let done = state.levels.get(index).and_then(|l| l.last()).map_or(TxId::ZERO, |r| r.max_txid);
+                let below: Vec<Below> = if index == 0 {
+                    state.runs.iter().filter(|r| r.max_txid > done).copied().map(Below::Log).collect()
+                } else {
+                    state.levels[index - 1].iter().filter(|r| r.max_txid > done).cloned().map(Below::File).collect()
+                };
+                (below, state.page_size)
+            };
+            let spans: Vec<Span> = below
+                .iter()
+                .map(|b| match b {
+                    Below::Log(r) => Span { max_txid: r.max_txid, timestamp_ms: r.timestamp_ms },
+                    Below::File(r) => Span { max_txid: r.max_txid, timestamp_ms: r.timestamp_ms },
+                })
+                .collect();
+            for window in closed_windows(&spans, interval, self.grace_ms, self.clock.now_ms()) {
+                let group = &below[window];
+                let run = self.compact_window(level, &key, page_size, group)?;
+                let mut state = crate::catalog::lock(&state);
+                let list = &mut state.levels[index];
+                if list.last().is_none_or(|last| run.min_txid.follows(last.max_txid)) {
+                    list.push(run);
+                    written += 1;
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    fn compact_window(
+        &self,
+        level: u8,
+        key: &crate::catalog::DbKey,
+        page_size: u32,
+        group: &[Below],
+    ) -> Result<LevelRun> {
+        let mut log_maps = Vec::new();
+        let mut file_maps = Vec::new();
+        for input in group {
+            match input {
+                Below::Log(r) => log_maps.push(self.segments.payload(r.location)?),
+                Below::File(r) => file_maps.push(MappedFile::open(&r.path)?),
+            }
+        }
+        let payloads: Vec<&[u8]> =
+            log_maps.iter().map(|(map, range)| &map[range.clone()]).chain(file_maps.iter().map(|m| &m[..])).collect();
+        // (first TXID, pre-apply) of the first input; (last TXID, commit, timestamp, post) of the last.
+        let first = match &group[0] {
+            Below::Log(r) => (r.min_txid, r.pre_apply),
+            Below::File(r) => (r.min_txid, r.pre_apply),
+        };
+        let last = match &group[group.len() - 1] {
+            Below::Log(r) => (r.max_txid, r.commit, r.timestamp_ms, r.post_apply),
+            Below::File(r) => (r.max_txid, r.commit, r.timestamp_ms, r.post_apply),
+        };
+        let dir = ensure_db_dir(&self.levels_dir, &key.cluster, &key.db)?;
+        let out = Output {
+            level,
+            dir: &dir,
+            page_size,
+            min_txid: first.0,
+            max_txid: last.0,
+            commit: last.1,
+            timestamp_ms: last.2,
+            pre_apply: first.1,
+            post_apply: last.3,
+        };
+        write_level_file(&out, &payloads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spans(ts: &[i64]) -> Vec<Span> {
+        ts.iter().enumerate().map(|(i, &t)| Span { max_txid: TxId(i as u64 + 1), timestamp_ms: t }).collect()
+    }
+
+    #[test]
+    fn windows_close_on_a_later_run_or_on_the_clock() {
+        let runs = spans(&[1_000, 59_000, 61_000, 62_000, 130_000]);
+        // The clock at 0: windows followed by a later run are closed, the last is not.
+        assert_eq!(closed_windows(&runs, 60_000, 5_000, 0), vec![0..2, 2..4]);
+        // The clock past the last window's end plus grace closes it too.
+        assert_eq!(closed_windows(&runs, 60_000, 5_000, 185_000), vec![0..2, 2..4, 4..5]);
+        assert_eq!(closed_windows(&runs, 60_000, 5_000, 184_999), vec![0..2, 2..4]);
+        assert!(closed_windows(&[], 60_000, 5_000, i64::MAX).is_empty());
+    }
+
+    #[test]
+    fn level_file_names_round_trip() {
+        let name = level_file_name(2, TxId(5), TxId(300));
+        assert_eq!(name, "L2-0000000000000005-000000000000012c.ltx");
+        assert_eq!(parse_level_file_name(&name), Some((2, TxId(5), TxId(300))));
+        assert_eq!(parse_level_file_name("L2-5-300.ltx"), None);
+    }
+}

@@ -1,0 +1,104 @@
+//! Compaction levels with an injected clock: hours of history in seconds. After
+//! compaction every point still restores byte for byte, restores read level files instead
+//! of every upload, and the levels survive a reopen.
+
+mod common;
+
+use common::{ModelDb, Rng, seed};
+use ltxvault::clock::ManualClock;
+use ltxvault::io::engine::IoChoice;
+use ltxvault::ltx::TxId;
+use ltxvault::restore::Target;
+use ltxvault::{Vault, VaultConfig};
+
+fn config() -> VaultConfig {
+    VaultConfig { io: IoChoice::Std, background_compaction: false, ..VaultConfig::default() }
+}
+
+#[test]
+fn compacted_history_restores_every_point() {
+    let seed = seed("compacted_history_restores_every_point", 21);
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault_dir = dir.path().join("vault");
+    let clock = ManualClock::new(0);
+    let vault = Vault::open_with_clock(&vault_dir, config(), clock.clone()).expect("open");
+    let mut model = ModelDb::new(1024);
+    model.timestamp_ms = 1_800_000_000_000;
+    // (txid, timestamp, image) after every upload.
+    let mut states: Vec<(u64, i64, Vec<u8>)> = Vec::new();
+    for i in 0..300 {
+        if rng.chance(5) {
+            model.timestamp_ms += rng.below(40 * 60_000) as i64; // a quiet spell of up to 40 min
+        }
+        let compress = rng.chance(50);
+        let (bytes, next) = model.propose(&mut rng, compress);
+        vault.ingest("c", "db", bytes).unwrap_or_else(|e| panic!("upload {i}: {e}"));
+        model = next;
+        states.push((model.txid, model.timestamp_ms, model.image.clone()));
+        // Compact now and then along the way, as the background threads would.
+        if i % 50 == 49 {
+            clock.set_ms(model.timestamp_ms);
+            vault.compact_now().expect("compact");
+        }
+    }
+    clock.set_ms(model.timestamp_ms + 2 * 3_600_000);
+    vault.compact_now().expect("compact");
+    let levels = vault.level_runs("c", "db");
+    assert!(levels[0].len() > 5 && !levels[1].is_empty(), "L1 {} files, L2 {} files", levels[0].len(), levels[1].len());
+    for level in &levels {
+        assert_eq!(level.first().map(|r| r.min_txid), Some(TxId(1)));
+        assert_eq!(level.last().map(|r| r.max_txid), Some(TxId(model.txid)), "every closed window is compacted");
+        for pair in level.windows(2) {
+            assert!(pair[1].min_txid.follows(pair[0].max_txid));
+        }
+    }
+    let (plan, _) = vault.plan_restore("c", "db", Target::Latest).expect("plan");
+    assert!(
+        plan.inputs.len() <= levels[1].len(),
+        "the latest point is read from L2 files: {} inputs",
+        plan.inputs.len()
+    );
+    assert!(plan.inputs.iter().all(|p| p.level == 2));
+
+    let out = dir.path().join("out.db");
+    let check = |vault: &Vault, target: Target, expected: &[u8], what: &str| {
+        vault.restore("c", "db", target, &out, true).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(std::fs::read(&out).expect("read") == expected, "{what}: restore differs from the model");
+    };
+    for (txid, _, image) in &states {
+        check(&vault, Target::TxId(TxId(*txid)), image, &format!("TXID {txid}"));
+    }
+    for _ in 0..50 {
+        let (first, last) = (states[0].1, states[states.len() - 1].1);
+        let t = first + rng.below((last - first) as u64 + 1) as i64;
+        let expected = states.iter().rev().find(|(_, ts, _)| *ts <= t).expect("a point at or before t");
+        check(&vault, Target::Timestamp(t), &expected.2, &format!("timestamp {t}"));
+    }
+    vault.close().expect("close");
+
+    let vault = Vault::open_with_clock(&vault_dir, config(), clock).expect("reopen");
+    assert_eq!(vault.level_runs("c", "db"), levels, "level files are found again at open");
+    let (txid, _, image) = &states[states.len() / 2];
+    check(&vault, Target::TxId(TxId(*txid)), image, "after reopen");
+}
+
+#[test]
+fn a_quiet_database_gets_its_window_closed_by_the_clock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(0);
+    let vault = Vault::open_with_clock(&dir.path().join("vault"), config(), clock.clone()).expect("open");
+    let mut rng = Rng::new(1);
+    let mut model = ModelDb::new(512);
+    model.timestamp_ms = 1_800_000_000_000; // a multiple of a minute: the window starts here
+    for _ in 0..3 {
+        let (bytes, next) = model.propose(&mut rng, false);
+        vault.ingest("c", "db", bytes).expect("ingest");
+        model = next;
+    }
+    clock.set_ms(model.timestamp_ms);
+    assert_eq!(vault.compact_now().expect("compact"), 0, "the window is still open");
+    clock.set_ms(1_800_000_000_000 + 60_000 + 5_000);
+    assert_eq!(vault.compact_now().expect("compact"), 1, "the clock closed the L1 window");
+    assert_eq!(vault.level_runs("c", "db")[0].len(), 1);
+}
