@@ -24,134 +24,22 @@
 //! Seeds: every property prints its RNG seed on stderr (shown when it fails, or with
 //! `--nocapture`); `LTXVAULT_SEED=<seed>` (or proptest's own `PROPTEST_RNG_SEED`) replays it.
 
+mod common;
+
 use std::io::Write;
 use std::ops::Range;
 
-use ltxvault::ltx::{
-    Checksum, Decoder, Encoder, Format, Header, LtxError, PageNo, Trailer, TxId, Version, database_checksum, merge,
+use common::ltxgen::{
+    Decoded, FLAG_LZ4, FLAG_NO_CHECKSUM, Fill, Fills, HEADER_SIZE, TRAILER_SIZE, crc64, decode, encode,
+    expected_post_apply, fill, page_bytes, put_uvarint, seeded,
 };
+use ltxvault::ltx::{Checksum, Decoder, Format, Header, Trailer, TxId, Version, merge};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::RngSeed;
-
-// ------------------------------------------------------------------------------------------
-// Seeds and page contents. Each test file of the suite carries its own copy, so that each
-// reads on its own.
-
-const SEED_VAR: &str = "LTXVAULT_SEED";
-
-/// A proptest configuration with a known seed, printed so that a failure can be replayed.
-///
-/// `contextualize_config` in the `proptest!` macro re-reads `PROPTEST_*` variables after
-/// this runs, so `PROPTEST_RNG_SEED` wins over `LTXVAULT_SEED` if both are set; the seed is
-/// chosen in that same order so that the printed one is the one in use.
-fn seeded(cases: u32) -> ProptestConfig {
-    let defaults = ProptestConfig::default();
-    let seed = match (defaults.rng_seed, std::env::var(SEED_VAR)) {
-        (RngSeed::Fixed(seed), _) => seed,
-        (RngSeed::Random, Ok(text)) => {
-            text.trim().parse().unwrap_or_else(|_| panic!("{SEED_VAR}={text:?} is not a u64"))
-        }
-        (RngSeed::Random, Err(_)) => fresh_seed(),
-    };
-    let test = std::thread::current().name().unwrap_or("?").to_owned();
-    eprintln!("{test}: RNG seed {seed} (replay with {SEED_VAR}={seed})");
-    // Unoptimised builds run about ten times slower; keep `cargo test` without
-    // `--release` quick. `PROPTEST_CASES` still overrides either count.
-    let cases = if cfg!(debug_assertions) { (cases / 4).max(16) } else { cases };
-    ProptestConfig {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        // The printed seed is the reproducer; regression files would be new files in the
-        // source tree on every failure.
-        failure_persistence: None,
-        ..defaults
-    }
-}
-
-fn fresh_seed() -> u64 {
-    use std::hash::BuildHasher;
-    std::hash::RandomState::new().hash_one(std::time::SystemTime::now())
-}
-
-/// How a page's bytes are made: a small value instead of the bytes, so that proptest
-/// generates and shrinks it cheaply. Zero runs and repeats give LZ4 matches (where
-/// equivalent encodings live); noise gives literal-only blocks.
-#[derive(Clone, Copy, Debug)]
-enum Fill {
-    Zeros,
-    Byte(u8),
-    Noise(u64),
-    Runs(u64),
-}
-
-fn fill() -> impl Strategy<Value = Fill> {
-    prop_oneof![
-        1 => Just(Fill::Zeros),
-        1 => any::<u8>().prop_map(Fill::Byte),
-        2 => any::<u64>().prop_map(Fill::Noise),
-        3 => any::<u64>().prop_map(Fill::Runs),
-    ]
-}
-
-/// SplitMix64: a tiny deterministic generator, enough to expand a seed into page bytes.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn page_bytes(fill: Fill, page_size: u32) -> Vec<u8> {
-    let n = page_size as usize;
-    match fill {
-        Fill::Zeros => vec![0; n],
-        Fill::Byte(b) => vec![b; n],
-        Fill::Noise(seed) => {
-            let mut rng = SplitMix(seed);
-            let mut page = Vec::with_capacity(n + 8);
-            while page.len() < n {
-                page.extend_from_slice(&rng.next().to_le_bytes());
-            }
-            page.truncate(n);
-            page
-        }
-        Fill::Runs(seed) => {
-            let mut rng = SplitMix(seed);
-            let mut page = Vec::with_capacity(n);
-            while page.len() < n {
-                let len = 1 + rng.below(96) as usize;
-                if page.len() > 16 && rng.below(3) == 0 {
-                    let from = rng.below(page.len() as u64 - 8) as usize;
-                    let len = len.min(page.len() - from);
-                    page.extend_from_within(from..from + len);
-                } else {
-                    let byte = [0u8, 0xff, 0x20, rng.next() as u8][rng.below(4) as usize];
-                    page.extend(std::iter::repeat_n(byte, len));
-                }
-            }
-            page.truncate(n);
-            page
-        }
-    }
-}
 
 // ------------------------------------------------------------------------------------------
 // Building valid files.
-
-const FLAG_NO_CHECKSUM: u32 = 0x2;
-const HEADER_SIZE: usize = 100;
-const TRAILER_SIZE: usize = 16;
 
 /// The encodings under test. The first four come from ltxvault's encoder; the last two are
 /// built by [`write_framed`] because ltxvault only reads them.
@@ -199,25 +87,6 @@ struct Valid {
     decoded: Decoded,
 }
 
-/// Everything a decoder hands out for one file.
-#[derive(Debug, PartialEq)]
-struct Decoded {
-    version: Version,
-    header: Header,
-    pages: Vec<(u32, Vec<u8>)>,
-    trailer: Trailer,
-}
-
-fn decode(bytes: &[u8]) -> Result<Decoded, LtxError> {
-    let mut decoder = Decoder::new(bytes)?;
-    let mut pages = Vec::new();
-    while let Some(page) = decoder.next_page()? {
-        pages.push((page.pgno.0, page.data.to_vec()));
-    }
-    let trailer = decoder.trailer().expect("a drained decoder has a verified trailer");
-    Ok(Decoded { version: decoder.version(), header: *decoder.header(), pages, trailer })
-}
-
 /// Builds a valid file. `pages` must suit `snapshot` (all of 1..=commit) or not.
 fn build(encoding: Encoding, page_size: u32, snapshot: bool, commit: u32, pages: &[(u32, Fill)]) -> Valid {
     assert!(
@@ -240,35 +109,18 @@ fn build(encoding: Encoding, page_size: u32, snapshot: bool, commit: u32, pages:
         node_id: 3,
     };
     let pages: Vec<(u32, Vec<u8>)> = pages.iter().map(|&(p, f)| (p, page_bytes(f, page_size))).collect();
-    let post_apply = if !checksums {
-        Checksum::NONE
-    } else if snapshot {
-        let image: Vec<u8> = pages.iter().flat_map(|(_, d)| d.iter().copied()).collect();
-        database_checksum(&image, page_size)
-    } else if commit == 0 {
-        Checksum::EMPTY_DATABASE
-    } else {
-        Checksum(0x8000_0000_8765_4321)
-    };
+    let incremental = Checksum(0x8000_0000_8765_4321);
+    let post_apply = expected_post_apply(checksums, snapshot, commit, page_size, &pages, incremental);
     let bytes = match encoding {
-        Encoding::V1 | Encoding::V1Lz4 | Encoding::V3Block { .. } => {
-            let format = match encoding {
-                Encoding::V1 => Format::V1 { compress: false },
-                Encoding::V1Lz4 => Format::V1 { compress: true },
-                _ => Format::V3Block,
-            };
-            let mut encoder = Encoder::new(Vec::new(), &header, format).expect("valid header");
-            for (pgno, data) in &pages {
-                encoder.write_page(PageNo(*pgno), data).expect("valid page");
-            }
-            encoder.finish(post_apply).expect("valid file").0
-        }
+        Encoding::V1 => encode(&header, Format::V1 { compress: false }, &pages, post_apply),
+        Encoding::V1Lz4 => encode(&header, Format::V1 { compress: true }, &pages, post_apply),
+        Encoding::V3Block { .. } => encode(&header, Format::V3Block, &pages, post_apply),
         Encoding::V3Frame { .. } => write_framed(&header, Version::V3, &pages, post_apply),
         Encoding::V2 { .. } => write_framed(&header, Version::V2, &pages, post_apply),
     };
     let mut header = header;
     if encoding == Encoding::V1Lz4 {
-        header.flags = 0x1;
+        header.flags = FLAG_LZ4;
     }
     let file_checksum = Checksum(u64::from_be_bytes(bytes[bytes.len() - 8..].try_into().unwrap()));
     let decoded = Decoded {
@@ -282,18 +134,6 @@ fn build(encoding: Encoding, page_size: u32, snapshot: bool, commit: u32, pages:
     // without that, a refused corruption would prove nothing.
     assert_eq!(decode(&valid.bytes).as_ref(), Ok(&valid.decoded), "{encoding:?}: the valid file itself");
     valid
-}
-
-fn put_uvarint(out: &mut Vec<u8>, mut value: u64) {
-    loop {
-        let low = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(low);
-            return;
-        }
-        out.push(low | 0x80);
-    }
 }
 
 /// Writes a v2 or v3-frame file as `docs/ltx-format.md` §2, §3.2 and §4.1 describe it: per
@@ -328,9 +168,8 @@ fn write_framed(header: &Header, version: Version, pages: &[(u32, Vec<u8>)], pos
     out.extend_from_slice(&index);
     stream.extend_from_slice(&index);
     stream.extend_from_slice(&post_apply.0.to_be_bytes());
-    let crc = crc::Crc::<u64>::new(&crc::CRC_64_GO_ISO).checksum(&stream);
     out.extend_from_slice(&post_apply.0.to_be_bytes());
-    out.extend_from_slice(&(Checksum::FLAG | crc).to_be_bytes());
+    out.extend_from_slice(&(Checksum::FLAG | crc64(&stream)).to_be_bytes());
     out
 }
 
@@ -348,7 +187,7 @@ fn valid_file() -> impl Strategy<Value = Valid> {
             (Just(encoding), Just(page_size), Just(snapshot), Just(commit), pgnos).prop_flat_map(
                 |(encoding, page_size, snapshot, commit, pgnos)| {
                     let n = pgnos.len();
-                    (Just((encoding, page_size, snapshot, commit, pgnos)), vec(fill(), n))
+                    (Just((encoding, page_size, snapshot, commit, pgnos)), vec(fill(Fills::All), n))
                 },
             )
         })
@@ -768,7 +607,7 @@ fn piece() -> impl Strategy<Value = Piece> {
         1 => (0..=9u32).prop_map(Piece::Pgno),
         1 => Just(Piece::Lz4Magic),
         1 => prop_oneof![0..=300u64, any::<u64>()].prop_map(Piece::Varint),
-        8 => (1..=9u32, fill(), prop_oneof![
+        8 => (1..=9u32, fill(Fills::All), prop_oneof![
             Just(FrameShape::V1),
             Just(FrameShape::V2),
             Just(FrameShape::V3Block),

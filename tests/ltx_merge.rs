@@ -18,124 +18,28 @@
 //! Seeds: every property prints its RNG seed on stderr (shown when it fails, or with
 //! `--nocapture`); `LTXVAULT_SEED=<seed>` (or proptest's own `PROPTEST_RNG_SEED`) replays it.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use ltxvault::Error;
-use ltxvault::ltx::{
-    Checksum, Decoder, Encoder, Format, Header, PageNo, Rule, Trailer, TxId, apply_pages, database_checksum, merge,
+use common::ltxgen::{
+    ALL_FORMATS, Decoded, Fill, Fills, any_format, decode_valid, encode, fill, page_bytes, rule_of, seeded,
 };
+use ltxvault::Error;
+use ltxvault::ltx::{Checksum, Decoder, Format, Header, Rule, TxId, apply_pages, database_checksum, merge};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::RngSeed;
-
-// ------------------------------------------------------------------------------------------
-// Seeds and page contents. Each test file of the suite carries its own copy, so that each
-// reads on its own.
-
-const SEED_VAR: &str = "LTXVAULT_SEED";
-
-/// A proptest configuration with a known seed, printed so that a failure can be replayed.
-///
-/// `contextualize_config` in the `proptest!` macro re-reads `PROPTEST_*` variables after
-/// this runs, so `PROPTEST_RNG_SEED` wins over `LTXVAULT_SEED` if both are set; the seed is
-/// chosen in that same order so that the printed one is the one in use.
-fn seeded(cases: u32) -> ProptestConfig {
-    let defaults = ProptestConfig::default();
-    let seed = match (defaults.rng_seed, std::env::var(SEED_VAR)) {
-        (RngSeed::Fixed(seed), _) => seed,
-        (RngSeed::Random, Ok(text)) => {
-            text.trim().parse().unwrap_or_else(|_| panic!("{SEED_VAR}={text:?} is not a u64"))
-        }
-        (RngSeed::Random, Err(_)) => fresh_seed(),
-    };
-    let test = std::thread::current().name().unwrap_or("?").to_owned();
-    eprintln!("{test}: RNG seed {seed} (replay with {SEED_VAR}={seed})");
-    // Unoptimised builds run about ten times slower; keep `cargo test` without
-    // `--release` quick. `PROPTEST_CASES` still overrides either count.
-    let cases = if cfg!(debug_assertions) { (cases / 4).max(16) } else { cases };
-    ProptestConfig {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        // The printed seed is the reproducer; regression files would be new files in the
-        // source tree on every failure.
-        failure_persistence: None,
-        ..defaults
-    }
-}
-
-fn fresh_seed() -> u64 {
-    use std::hash::BuildHasher;
-    std::hash::RandomState::new().hash_one(std::time::SystemTime::now())
-}
-
-/// How a page's bytes are made: a small value instead of the bytes, so that proptest
-/// generates and shrinks it cheaply. Every fill is non-zero somewhere except `Zeros`, so
-/// that a stale page and a zeroed page look different.
-#[derive(Clone, Copy, Debug)]
-enum Fill {
-    Zeros,
-    Byte(u8),
-    Noise(u64),
-}
-
-fn fill() -> impl Strategy<Value = Fill> {
-    prop_oneof![
-        1 => Just(Fill::Zeros),
-        2 => (1..=255u8).prop_map(Fill::Byte),
-        4 => any::<u64>().prop_map(Fill::Noise),
-    ]
-}
-
-/// SplitMix64: a tiny deterministic generator, enough to expand a seed into page bytes.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-fn page_bytes(fill: Fill, page_size: u32) -> Vec<u8> {
-    let n = page_size as usize;
-    match fill {
-        Fill::Zeros => vec![0; n],
-        Fill::Byte(b) => vec![b; n],
-        Fill::Noise(seed) => {
-            let mut rng = SplitMix(seed);
-            let mut page = Vec::with_capacity(n + 8);
-            while page.len() < n {
-                page.extend_from_slice(&rng.next().to_le_bytes());
-            }
-            page.truncate(n);
-            page
-        }
-    }
-}
 
 // ------------------------------------------------------------------------------------------
 // Applying files: the two oracles.
 
-/// Decodes a whole file: header, pages, trailer (verified).
-fn decode(bytes: &[u8]) -> (Header, Vec<(u32, Vec<u8>)>, Trailer) {
-    let mut decoder = Decoder::new(bytes).expect("decodable file");
-    let mut pages = Vec::new();
-    while let Some(page) = decoder.next_page().expect("valid file") {
-        pages.push((page.pgno.0, page.data.to_vec()));
-    }
-    (*decoder.header(), pages, decoder.trailer().expect("verified trailer"))
-}
-
 /// Applies a file to a database image in memory, as the spec (§5) defines apply: write
 /// each page at `(pgno - 1) * page_size`, then set the length to `commit * page_size`.
 fn apply_in_memory(image: &mut Vec<u8>, file: &[u8]) {
-    let (header, pages, _) = decode(file);
+    let Decoded { header, pages, .. } = decode_valid(file);
     let page_size = header.page_size as usize;
     for (pgno, data) in pages {
         let at = (pgno as usize - 1) * page_size;
@@ -205,10 +109,6 @@ fn input_format() -> impl Strategy<Value = Format> {
     ]
 }
 
-fn any_format() -> impl Strategy<Value = Format> {
-    prop_oneof![Just(Format::V1 { compress: false }), Just(Format::V1 { compress: true }), Just(Format::V3Block)]
-}
-
 fn step() -> impl Strategy<Value = StepSpec> {
     let resize = prop_oneof![
         3 => Just(Resize::Same),
@@ -219,14 +119,19 @@ fn step() -> impl Strategy<Value = StepSpec> {
     // Growth pages left unwritten (zeros after apply) is the more interesting case: a
     // stale page from before a shrink would show there.
     let write_growth = prop_oneof![3 => Just(false), 1 => Just(true)];
-    (resize, vec((any::<Index>(), fill()), 0..=6), write_growth, 1..=3u64, input_format()).prop_map(
-        |(resize, writes, write_growth, txids, format)| StepSpec { resize, writes, write_growth, txids, format },
-    )
+    (resize, vec((any::<Index>(), fill(Fills::ZerosOrNonZero)), 0..=6), write_growth, 1..=3u64, input_format())
+        .prop_map(|(resize, writes, write_growth, txids, format)| StepSpec {
+            resize,
+            writes,
+            write_growth,
+            txids,
+            format,
+        })
 }
 
 fn chain_spec() -> impl Strategy<Value = ChainSpec> {
     let page_size = prop_oneof![Just(512u32), Just(1024), Just(4096)];
-    (page_size, vec(fill(), 0..=12), 1..=3u64, input_format(), vec(step(), 1..=8)).prop_map(
+    (page_size, vec(fill(Fills::ZerosOrNonZero), 0..=12), 1..=3u64, input_format(), vec(step(), 1..=8)).prop_map(
         |(page_size, snapshot, snapshot_txids, snapshot_format, steps)| ChainSpec {
             page_size,
             snapshot,
@@ -244,14 +149,6 @@ struct Chain {
     page_size: u32,
     files: Vec<Vec<u8>>,
     images: Vec<Vec<u8>>,
-}
-
-fn encode(header: &Header, format: Format, pages: &[(u32, Vec<u8>)], post_apply: Checksum) -> Vec<u8> {
-    let mut encoder = Encoder::new(Vec::new(), header, format).expect("valid header");
-    for (pgno, data) in pages {
-        encoder.write_page(PageNo(*pgno), data).expect("valid page");
-    }
-    encoder.finish(post_apply).expect("valid file").0
 }
 
 fn build_chain(spec: &ChainSpec) -> Chain {
@@ -365,9 +262,9 @@ proptest! {
         prop_assert!(replayed == chain.images[b], "replay differs from the model");
 
         let out = merged(range, format);
-        let (first, _, _) = decode(&range[0]);
-        let (last, _, last_trailer) = decode(&range[range.len() - 1]);
-        let (header, pages, trailer) = decode(&out);
+        let first = decode_valid(&range[0]).header;
+        let Decoded { header: last, trailer: last_trailer, .. } = decode_valid(&range[range.len() - 1]);
+        let Decoded { header, pages, trailer, .. } = decode_valid(&out);
 
         // The header of a compaction (docs/ltx-format.md §6).
         prop_assert_eq!(header.flags, if format == (Format::V1 { compress: true }) { 1 } else { 0 });
@@ -404,14 +301,6 @@ proptest! {
 // ------------------------------------------------------------------------------------------
 // What merge refuses.
 
-/// The rule an error names, or `None` for errors that are not about the format.
-fn rule_of(error: &Error) -> Option<Rule> {
-    match error {
-        Error::Format(e) => Some(e.rule),
-        _ => None,
-    }
-}
-
 fn merge_rule(files: &[&[u8]], format: Format) -> Result<(), Option<Rule>> {
     merge(files, Vec::new(), format).map(|_| ()).map_err(|e| rule_of(&e))
 }
@@ -440,7 +329,7 @@ fn merge_refuses_inputs_that_do_not_follow_each_other() {
     let a = incremental(512, 5, 6, 1, 2);
     let b = incremental(512, 7, 9, 2, 3);
     let c = incremental(512, 10, 10, 3, 4);
-    for format in [Format::V1 { compress: false }, Format::V1 { compress: true }, Format::V3Block] {
+    for format in ALL_FORMATS {
         assert_eq!(merge_rule(&[&a, &b, &c], format), Ok(()), "{format:?}: a chain");
         assert_eq!(merge_rule(&[&a, &c], format), Err(Some(Rule::NotContiguous)), "{format:?}: gap");
         assert_eq!(merge_rule(&[&b, &a], format), Err(Some(Rule::NotContiguous)), "{format:?}: reversed");
@@ -495,7 +384,7 @@ fn merge_of_files_without_checksums_writes_none_and_refuses_v1() {
     let a = encode(&header(1, 2), Format::V3Block, &[(1, vec![1; 512]), (2, vec![2; 512])], Checksum::NONE);
     let b = encode(&header(2, 3), Format::V3Block, &[(3, vec![3; 512])], Checksum::NONE);
     let out = merged(&[a.clone(), b.clone()], Format::V3Block);
-    let (h, pages, trailer) = decode(&out);
+    let Decoded { header: h, pages, trailer, .. } = decode_valid(&out);
     assert_eq!(h.flags, 0x2);
     assert_eq!((h.pre_apply_checksum, trailer.post_apply_checksum), (Checksum::NONE, Checksum::NONE));
     assert_eq!(pages.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3]);
@@ -518,7 +407,7 @@ struct Sparse {
 
 impl Sparse {
     fn apply(&mut self, file: &[u8]) {
-        let (header, pages, _) = decode(file);
+        let Decoded { header, pages, .. } = decode_valid(file);
         self.pages.extend(pages);
         self.commit = header.commit;
         self.pages.retain(|&p, _| p <= header.commit);
@@ -577,7 +466,7 @@ fn merge_across_the_lock_page_applies_like_its_inputs() {
     }
 
     let out = merged(&files, Format::V3Block);
-    let (header, pages, _) = decode(&out);
+    let Decoded { header, pages, .. } = decode_valid(&out);
     assert!(pages.iter().all(|(p, _)| *p != lock), "the lock page is never stored");
     assert_eq!(header.commit, lock + 4);
     let mut merged_sparse = base.clone();

@@ -13,191 +13,23 @@
 //! Seeds: every property prints its RNG seed on stderr (shown when it fails, or with
 //! `--nocapture`); `LTXVAULT_SEED=<seed>` (or proptest's own `PROPTEST_RNG_SEED`) replays it.
 
+mod common;
+
 use std::io::Read;
 
-use ltxvault::Error;
-use ltxvault::ltx::{
-    Checksum, Decoder, Encoder, Format, Header, PageNo, Rule, Trailer, TxId, Version, database_checksum, page_checksum,
+use common::ltxgen::{
+    ALL_FORMATS, FLAG_LZ4, FLAG_NO_CHECKSUM, Fill, Fills, HEADER_SIZE, TRAILER_SIZE, any_format, crc64, decode, encode,
+    expected_post_apply, fill, page_bytes, put_uvarint, rule_of, seeded,
 };
+use ltxvault::ltx::{Checksum, Decoder, Encoder, Format, Header, PageNo, Rule, TxId, database_checksum, page_checksum};
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
-
-// ------------------------------------------------------------------------------------------
-// Seeds and page contents. Each test file of the suite carries its own copy, so that each
-// reads on its own.
-
-const SEED_VAR: &str = "LTXVAULT_SEED";
-
-/// A proptest configuration with a known seed, printed so that a failure can be replayed.
-///
-/// `contextualize_config` in the `proptest!` macro re-reads `PROPTEST_*` variables after
-/// this runs, so `PROPTEST_RNG_SEED` wins over `LTXVAULT_SEED` if both are set; the seed is
-/// chosen in that same order so that the printed one is the one in use.
-fn seeded(cases: u32) -> ProptestConfig {
-    let defaults = ProptestConfig::default();
-    let seed = match (defaults.rng_seed, std::env::var(SEED_VAR)) {
-        (RngSeed::Fixed(seed), _) => seed,
-        (RngSeed::Random, Ok(text)) => {
-            text.trim().parse().unwrap_or_else(|_| panic!("{SEED_VAR}={text:?} is not a u64"))
-        }
-        (RngSeed::Random, Err(_)) => fresh_seed(),
-    };
-    let test = std::thread::current().name().unwrap_or("?").to_owned();
-    eprintln!("{test}: RNG seed {seed} (replay with {SEED_VAR}={seed})");
-    // Unoptimised builds run about ten times slower; keep `cargo test` without
-    // `--release` quick. `PROPTEST_CASES` still overrides either count.
-    let cases = if cfg!(debug_assertions) { (cases / 4).max(16) } else { cases };
-    ProptestConfig {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        // The printed seed is the reproducer; regression files would be new files in the
-        // source tree on every failure.
-        failure_persistence: None,
-        ..defaults
-    }
-}
-
-fn fresh_seed() -> u64 {
-    use std::hash::BuildHasher;
-    std::hash::RandomState::new().hash_one(std::time::SystemTime::now())
-}
-
-/// How a page's bytes are made. Pages are described by a small value rather than generated
-/// byte by byte, so that 64 KiB pages cost nothing to generate or shrink, and so that LZ4
-/// sees all its cases: long zero runs, short runs and back-references, and incompressible
-/// noise (a literal-only block larger than the page).
-#[derive(Clone, Copy, Debug)]
-enum Fill {
-    Zeros,
-    Byte(u8),
-    Noise(u64),
-    Runs(u64),
-}
-
-fn fill() -> impl Strategy<Value = Fill> {
-    prop_oneof![
-        1 => Just(Fill::Zeros),
-        1 => any::<u8>().prop_map(Fill::Byte),
-        2 => any::<u64>().prop_map(Fill::Noise),
-        3 => any::<u64>().prop_map(Fill::Runs),
-    ]
-}
-
-/// SplitMix64: a tiny deterministic generator, enough to expand a seed into page bytes.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn page_bytes(fill: Fill, page_size: u32) -> Vec<u8> {
-    let n = page_size as usize;
-    match fill {
-        Fill::Zeros => vec![0; n],
-        Fill::Byte(b) => vec![b; n],
-        Fill::Noise(seed) => {
-            let mut rng = SplitMix(seed);
-            let mut page = Vec::with_capacity(n + 8);
-            while page.len() < n {
-                page.extend_from_slice(&rng.next().to_le_bytes());
-            }
-            page.truncate(n);
-            page
-        }
-        Fill::Runs(seed) => {
-            // Runs of a few byte values, and copies of earlier stretches, so that the LZ4
-            // output mixes literals, short matches and distant matches.
-            let mut rng = SplitMix(seed);
-            let mut page = Vec::with_capacity(n);
-            while page.len() < n {
-                let len = 1 + rng.below(96) as usize;
-                if page.len() > 16 && rng.below(3) == 0 {
-                    let from = rng.below(page.len() as u64 - 8) as usize;
-                    let len = len.min(page.len() - from);
-                    page.extend_from_within(from..from + len);
-                } else {
-                    let byte = [0u8, 0xff, 0x20, rng.next() as u8][rng.below(4) as usize];
-                    page.extend(std::iter::repeat_n(byte, len));
-                }
-            }
-            page.truncate(n);
-            page
-        }
-    }
-}
 
 // ------------------------------------------------------------------------------------------
 // Helpers.
 
-const FLAG_LZ4: u32 = 0x1;
-const FLAG_NO_CHECKSUM: u32 = 0x2;
-const HEADER_SIZE: usize = 100;
-const TRAILER_SIZE: usize = 16;
-
-fn crc64(bytes: &[u8]) -> u64 {
-    crc::Crc::<u64>::new(&crc::CRC_64_GO_ISO).checksum(bytes)
-}
-
 fn lock_page(page_size: u32) -> u32 {
     (0x4000_0000 / page_size) + 1
-}
-
-/// The format rule an encoder or decoder error names, or `None` for any other error.
-fn rule_of(error: &Error) -> Option<Rule> {
-    match error {
-        Error::Format(e) => Some(e.rule),
-        _ => None,
-    }
-}
-
-/// Everything a decoder hands out for one file.
-#[derive(Debug, PartialEq)]
-struct Decoded {
-    version: Version,
-    header: Header,
-    pages: Vec<(u32, Vec<u8>)>,
-    trailer: Trailer,
-}
-
-fn decode(bytes: &[u8]) -> Result<Decoded, ltxvault::ltx::LtxError> {
-    let mut decoder = Decoder::new(bytes)?;
-    let mut pages = Vec::new();
-    while let Some(page) = decoder.next_page()? {
-        pages.push((page.pgno.0, page.data.to_vec()));
-    }
-    let trailer = decoder.trailer().expect("a drained decoder has a verified trailer");
-    Ok(Decoded { version: decoder.version(), header: *decoder.header(), pages, trailer })
-}
-
-fn encode(header: &Header, format: Format, pages: &[(u32, Vec<u8>)], post_apply: Checksum) -> Vec<u8> {
-    let mut encoder = Encoder::new(Vec::new(), header, format).expect("valid header");
-    for (pgno, data) in pages {
-        encoder.write_page(PageNo(*pgno), data).expect("valid page");
-    }
-    encoder.finish(post_apply).expect("valid file").0
-}
-
-fn put_uvarint(out: &mut Vec<u8>, mut value: u64) {
-    loop {
-        let low = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(low);
-            return;
-        }
-        out.push(low | 0x80);
-    }
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -308,10 +140,6 @@ impl FileCase {
     }
 }
 
-fn format() -> impl Strategy<Value = Format> {
-    prop_oneof![Just(Format::V1 { compress: false }), Just(Format::V1 { compress: true }), Just(Format::V3Block)]
-}
-
 /// Commit and the page numbers a file stores. Snapshots hold every page up to a small
 /// commit. Other files hold a sparse set under any commit, often right around the lock page
 /// so that the encoder's skip of it is exercised without a 1 GiB file.
@@ -353,14 +181,14 @@ fn wal_fields() -> impl Strategy<Value = (i64, i64, u32, u32)> {
 fn file_case() -> impl Strategy<Value = FileCase> {
     let page_size = prop_oneof![Just(512u32), Just(1024), Just(4096), Just(65536)];
     let snapshot = prop_oneof![1 => Just(true), 2 => Just(false)];
-    (format(), any::<bool>(), page_size, snapshot).prop_flat_map(|(format, no_checksum, page_size, snapshot)| {
+    (any_format(), any::<bool>(), page_size, snapshot).prop_flat_map(|(format, no_checksum, page_size, snapshot)| {
         let txids = (any::<u64>(), any::<u64>()).prop_map(move |(a, b)| {
             let (lo, hi) = (a.min(b), a.max(b));
             if snapshot { (TxId(1), TxId(hi.max(1))) } else { (TxId(lo.max(2)), TxId(hi.max(2))) }
         });
         let pages = page_numbers(page_size, snapshot).prop_flat_map(move |(commit, pgnos)| {
             let n = pgnos.len();
-            (Just(commit), Just(pgnos), vec(fill(), n))
+            (Just(commit), Just(pgnos), vec(fill(Fills::All), n))
         });
         (txids, any::<i64>(), wal_fields(), any::<u64>(), any::<u64>(), any::<u64>(), pages).prop_map(
             move |(txids, timestamp_ms, wal, node_id, pre_bits, post_apply_bits, (commit, pgnos, fills))| {
@@ -396,18 +224,11 @@ proptest! {
         let pages: Vec<(u32, Vec<u8>)> =
             case.pages.iter().map(|&(pgno, fill)| (pgno, page_bytes(fill, page_size))).collect();
         let snapshot = case.header.min_txid == TxId(1);
-        let post_apply = if !case.has_checksums() {
-            Checksum::NONE
-        } else if snapshot {
-            // Independent of the encoder: the database checksum of the image the snapshot
-            // describes (pages 1..=commit laid end to end).
-            let image: Vec<u8> = pages.iter().flat_map(|(_, data)| data.iter().copied()).collect();
-            database_checksum(&image, page_size)
-        } else if case.header.commit == 0 {
-            Checksum::EMPTY_DATABASE
-        } else {
-            Checksum(Checksum::FLAG | case.post_apply_bits)
-        };
+        // Independent of the encoder: for a snapshot, the database checksum of the image it
+        // describes (pages 1..=commit laid end to end).
+        let incremental = Checksum(Checksum::FLAG | case.post_apply_bits);
+        let post_apply =
+            expected_post_apply(case.has_checksums(), snapshot, case.header.commit, page_size, &pages, incremental);
 
         let mut encoder = Encoder::new(Vec::new(), &case.header, case.format).expect("valid header");
         for (pgno, data) in &pages {
@@ -454,8 +275,6 @@ proptest! {
 
 // ------------------------------------------------------------------------------------------
 // The encoder refuses what the format forbids.
-
-const ALL_FORMATS: [Format; 3] = [Format::V1 { compress: false }, Format::V1 { compress: true }, Format::V3Block];
 
 /// A valid incremental (non-snapshot) header with checksums.
 fn incremental(page_size: u32, commit: u32) -> Header {

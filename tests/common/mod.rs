@@ -3,6 +3,8 @@
 //! must restore to.
 #![allow(dead_code)]
 
+pub mod ltxgen;
+
 use ltxvault::ltx::{Checksum, Encoder, Format, Header, PageNo, TxId, database_checksum};
 
 /// xorshift64*: small, seedable, good enough for test data.
