@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io::engine::IoChoice;
 use crate::ltx::{Checksum, Encoder, Format, Header, PageNo, TxId, database_checksum, page_checksum};
 use crate::vault::{Vault, VaultConfig};
@@ -182,4 +182,161 @@ pub fn ingest(dir: &Path, params: &IngestParams) -> Result<IngestReport> {
         mib_per_sec: uploads as f64 * upload_bytes / secs / (1024.0 * 1024.0),
         latency_us: [pct(0.50), pct(0.90), pct(0.99), latencies.last().copied().unwrap_or(0)],
     })
+}
+
+/// Parameters of a restore run.
+#[derive(Clone, Debug)]
+pub struct RestoreParams {
+    /// Database size in MiB.
+    pub db_mib: u64,
+    /// Transactions after the first snapshot.
+    pub transactions: usize,
+    /// Pages each transaction rewrites.
+    pub pages_per_tx: u32,
+    /// Page size.
+    pub page_size: u32,
+}
+
+/// One measured restore, against the floor.
+#[derive(Clone, Debug)]
+pub struct RestoreMeasure {
+    /// What was restored.
+    pub case: String,
+    /// Wall time of the restore command (a child process), seconds.
+    pub seconds: f64,
+    /// Ratio to the floor (copying the result file and syncing it).
+    pub ratio: f64,
+    /// Peak resident memory of the restoring process, KiB.
+    pub max_rss_kib: u64,
+    /// Inputs the plan merged.
+    pub inputs: usize,
+}
+
+/// Builds a history in a fresh vault under `dir` (snapshot, then transactions one second
+/// apart, compacted), then times `ltxvault restore` (run as `exe`, a child process, so its
+/// memory is its own) to the latest point and to the middle of the history, each against
+/// copying the same result file with a sync.
+pub fn restore(dir: &Path, exe: &Path, params: &RestoreParams) -> Result<(f64, Vec<RestoreMeasure>)> {
+    use std::process::Command;
+    let page_size = params.page_size;
+    let db_pages = (params.db_mib * 1024 * 1024 / u64::from(page_size)) as u32;
+    let clock = crate::clock::ManualClock::new(0);
+    let config = VaultConfig { background_compaction: false, ..VaultConfig::default() };
+    let vault_dir = dir.join("vault");
+    let vault = Vault::open_with_clock(&vault_dir, config, clock.clone())?;
+    let chain = build_chain(7, page_size, db_pages, params.pages_per_tx, 0)?;
+    vault.ingest("bench", "db", chain[0].clone())?;
+    // Transactions: rewrite random pages, one second apart.
+    let ps = page_size as usize;
+    let mut rng = Rng(0x9e37_79b9);
+    let mut image = vec![0u8; db_pages as usize * ps];
+    {
+        let mut decoder = crate::ltx::Decoder::new(&chain[0])?;
+        while let Some(page) = decoder.next_page()? {
+            let at = (page.pgno.0 as usize - 1) * ps;
+            image[at..at + ps].copy_from_slice(page.data);
+        }
+    }
+    let mut checksum = database_checksum(&image, page_size);
+    let start_ms = 1_800_000_000_000i64;
+    for n in 0..params.transactions {
+        let txid = TxId(n as u64 + 2);
+        let mut chosen: Vec<u32> =
+            (0..params.pages_per_tx).map(|_| (rng.next() % u64::from(db_pages)) as u32 + 1).collect();
+        chosen.sort_unstable();
+        chosen.dedup();
+        let pre = checksum;
+        let header = Header {
+            page_size,
+            commit: db_pages,
+            min_txid: txid,
+            max_txid: txid,
+            timestamp_ms: start_ms + n as i64 * 1000,
+            pre_apply_checksum: pre,
+            ..Header::default()
+        };
+        let mut enc = Encoder::new(Vec::new(), &header, Format::V1 { compress: true })?;
+        for &p in &chosen {
+            let at = (p as usize - 1) * ps;
+            checksum = checksum.toggle(page_checksum(PageNo(p), &image[at..at + ps]));
+            let v = rng.next().to_le_bytes();
+            for (i, b) in image[at..at + ps].iter_mut().enumerate() {
+                *b = v[i % 8] ^ (i as u8);
+            }
+            checksum = checksum.toggle(page_checksum(PageNo(p), &image[at..at + ps]));
+            enc.write_page(PageNo(p), &image[at..at + ps])?;
+        }
+        vault.ingest("bench", "db", enc.finish(checksum)?.0)?;
+    }
+    let end_ms = start_ms + params.transactions as i64 * 1000;
+    clock.set_ms(end_ms + 2 * 3_600_000);
+    vault.compact_now()?;
+    vault.close()?;
+    drop(image);
+
+    let out = dir.join("restored.db");
+    let copy = dir.join("copy.db");
+    let mut results = Vec::new();
+    let mut floor = 0.0;
+    let mid = (start_ms + end_ms) / 2;
+    for (case, args) in
+        [("latest", vec![]), ("mid-history timestamp", vec!["--timestamp".to_string(), mid.to_string()])]
+    {
+        let _ = std::fs::remove_file(&out);
+        let started = Instant::now();
+        let mut child = Command::new(exe)
+            .args(["restore", "--data"])
+            .arg(&vault_dir)
+            .args(["--cluster", "bench", "--db", "db", "--json", "-o"])
+            .arg(&out)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io(format!("run {}", exe.display()), e))?;
+        let stdout = child.stdout.take();
+        let (status, max_rss_kib) = wait_with_rusage(&mut child)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let mut text = String::new();
+        if let Some(mut stdout) = stdout {
+            use std::io::Read;
+            let _ = stdout.read_to_string(&mut text);
+        }
+        if !status {
+            return Err(Error::Invalid(format!("restore ({case}) failed")));
+        }
+        let inputs =
+            serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["inputs"].as_u64()).unwrap_or(0);
+        // The floor: copy the very same file and sync it.
+        let _ = std::fs::remove_file(&copy);
+        let started = Instant::now();
+        std::fs::copy(&out, &copy).map_err(|e| Error::io("copy the restored file", e))?;
+        std::fs::File::open(&copy).and_then(|f| f.sync_all()).map_err(|e| Error::io("sync the copy", e))?;
+        let copy_seconds = started.elapsed().as_secs_f64();
+        if case == "latest" {
+            floor = copy_seconds;
+        }
+        results.push(RestoreMeasure {
+            case: case.to_string(),
+            seconds,
+            ratio: seconds / copy_seconds,
+            max_rss_kib,
+            inputs: inputs as usize,
+        });
+    }
+    Ok((floor, results))
+}
+
+/// Waits for a child and returns (success, its peak RSS in KiB).
+fn wait_with_rusage(child: &mut std::process::Child) -> Result<(bool, u64)> {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child, whose
+    // pid we hold and have not reaped (Child::wait is not called).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are valid for writes for the duration of the call.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if rc < 0 {
+        return Err(Error::io("wait for the restore process", std::io::Error::last_os_error()));
+    }
+    Ok((libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, usage.ru_maxrss as u64))
 }

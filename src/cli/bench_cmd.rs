@@ -42,10 +42,54 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Restore speed against the floor (copying the result file and syncing it): builds a
+    /// history, then restores the latest point and a mid-history timestamp.
+    Restore {
+        /// Scratch directory (created; removed afterwards).
+        #[arg(long)]
+        data: PathBuf,
+        /// Database size, MiB.
+        #[arg(long, default_value_t = 64)]
+        db_mib: u64,
+        /// Transactions after the first snapshot.
+        #[arg(long, default_value_t = 3000)]
+        transactions: usize,
+        /// Pages each transaction rewrites.
+        #[arg(long, default_value_t = 8)]
+        pages: u32,
+    },
 }
 
 pub(crate) fn run(command: BenchCommand) -> Result<ExitCode> {
     match command {
+        BenchCommand::Restore { data, db_mib, transactions, pages } => {
+            if data.exists() {
+                return Err(Error::Invalid(format!(
+                    "{} exists; give a scratch directory that does not",
+                    data.display()
+                )));
+            }
+            let exe = std::env::current_exe().map_err(|e| Error::io("find the ltxvault binary", e))?;
+            let params = crate::bench::RestoreParams { db_mib, transactions, pages_per_tx: pages, page_size: 4096 };
+            let result = crate::bench::restore(&data, &exe, &params);
+            let _ = std::fs::remove_dir_all(&data);
+            let (floor, measures) = result?;
+            println!(
+                "{db_mib} MiB database, {transactions} transactions of {pages} pages; floor (cp + fsync of the result): {floor:.3} s"
+            );
+            println!("{:<24} {:>9} {:>8} {:>8} {:>12}", "restore", "seconds", "x floor", "inputs", "peak RSS MiB");
+            for m in measures {
+                println!(
+                    "{:<24} {:>9.3} {:>8.2} {:>8} {:>12.1}",
+                    m.case,
+                    m.seconds,
+                    m.ratio,
+                    m.inputs,
+                    m.max_rss_kib as f64 / 1024.0
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Ingest { data, io, writers, dbs, pages, page_size, uploads, rate, json } => {
             let io = match io.as_str() {
                 "auto" => IoChoice::Auto,
