@@ -304,8 +304,11 @@ pub fn restore(dir: &Path, exe: &Path, params: &RestoreParams) -> Result<(f64, V
         if !status {
             return Err(Error::Invalid(format!("restore ({case}) failed")));
         }
-        let inputs =
-            serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["inputs"].as_u64()).unwrap_or(0);
+        let report = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+        let inputs = report["inputs"].as_u64().unwrap_or(0);
+        // The restore process reports its own high-water mark: the rusage of a child also
+        // counts what it shared with this (large) process before its exec.
+        let max_rss_kib = report["peak_rss_kib"].as_u64().unwrap_or(max_rss_kib);
         // The floor: copy the very same file and sync it.
         let _ = std::fs::remove_file(&copy);
         let started = Instant::now();

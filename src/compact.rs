@@ -148,7 +148,7 @@ pub fn parse_level_file_name(name: &str) -> Option<(u8, TxId, TxId)> {
 /// Reads a level file, verifying it completely, into a [`LevelRun`].
 pub fn load_level_file(path: &Path, level: u8) -> Result<LevelRun> {
     let map = MappedFile::open(path)?;
-    let summary = Decoder::new(&map).and_then(|d| d.verify()).map_err(|e| Error::from(e).in_file(path))?;
+    let summary = verify_releasing(&map).map_err(|e| Error::from(e).in_file(path))?;
     let h = summary.header;
     Ok(LevelRun {
         level,
@@ -161,6 +161,22 @@ pub fn load_level_file(path: &Path, level: u8) -> Result<LevelRun> {
         path: path.to_path_buf(),
         bytes: map.len() as u64,
     })
+}
+
+/// Decodes and verifies a whole mapped LTX file, releasing the bytes behind the decoder as
+/// it goes so that verifying a large file does not grow the process's memory.
+pub fn verify_releasing(map: &MappedFile) -> Result<crate::ltx::Summary, crate::ltx::LtxError> {
+    let mut decoder = Decoder::new(map)?;
+    let mut pages = 0usize;
+    while decoder.advance()? {
+        pages += 1;
+        if pages.is_multiple_of(2048)
+            && let Some(offset) = decoder.input_offset()
+        {
+            map.release(0..offset);
+        }
+    }
+    decoder.verify()
 }
 
 /// What one compaction output must say about itself; the inputs are its pages' source.

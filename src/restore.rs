@@ -16,8 +16,10 @@ use std::os::unix::fs::FileExt;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::io::MappedFile;
 use crate::ltx::{Checksum, Decoder, PageMerge, TxId};
 use crate::segment::Location;
 
@@ -101,7 +103,8 @@ pub struct Plan {
 
 /// Resolves `target` against a database's stored pieces (any order, any level) and picks
 /// the fewest inputs that rebuild it: from TXID 1, at each step the longest stored piece
-/// that starts there and does not pass the point.
+/// that starts there and does not pass the point (between equal spans, the level file: it
+/// is read once, where a log record is checksummed and then decoded).
 pub fn plan(pieces: &[Piece], target: Target) -> Result<Plan> {
     // Restorable points: the end of every piece; the finest level that has one says the
     // granularity there.
@@ -156,9 +159,9 @@ pub fn plan(pieces: &[Piece], target: Target) -> Result<Plan> {
     let mut at = TxId::ZERO;
     while at < point.max_txid {
         let next = TxId(at.0 + 1);
-        let best = by_start.get(&next).and_then(|c| {
-            c.iter().filter(|p| p.max_txid <= point.max_txid).max_by_key(|p| (p.max_txid, 255 - p.level))
-        });
+        let best = by_start
+            .get(&next)
+            .and_then(|c| c.iter().filter(|p| p.max_txid <= point.max_txid).max_by_key(|p| (p.max_txid, p.level)));
         let Some(best) = best else {
             return Err(Error::Corrupt {
                 file: "catalog".into(),
@@ -180,20 +183,43 @@ pub fn plan(pieces: &[Piece], target: Target) -> Result<Plan> {
     })
 }
 
-/// Merges `payloads` (the planned runs' LTX files, oldest first) onto `out`, which must be
-/// empty: chunks of [`MERGE_FAN_IN`], each written page by page and cut to its Commit.
-pub fn execute(out: &File, payloads: &[&[u8]], page_size: u32) -> Result<()> {
-    for chunk in payloads.chunks(MERGE_FAN_IN) {
-        let decoders = chunk.iter().map(|p| Decoder::new(p)).collect::<Result<Vec<_>, _>>()?;
+/// Pages written between two releases of the inputs' consumed bytes.
+const RELEASE_EVERY_PAGES: usize = 2048;
+
+/// One input of a restore: a mapped file and the byte range of its LTX payload.
+pub type Input = (Arc<MappedFile>, std::ops::Range<usize>);
+
+/// Merges the planned inputs (oldest first) onto `out`, which must be empty: chunks of
+/// [`MERGE_FAN_IN`], each written page by page and cut to its Commit. Bytes the decoders
+/// have gone past are released from this process's mappings as the merge goes, so memory
+/// stays flat whatever the database size.
+pub fn execute(out: &File, inputs: &[Input], page_size: u32) -> Result<()> {
+    for chunk in inputs.chunks(MERGE_FAN_IN) {
+        let decoders =
+            chunk.iter().map(|(map, range)| Decoder::new(&map[range.clone()])).collect::<Result<Vec<_>, _>>()?;
         let mut merge = PageMerge::new(decoders, page_size)?;
+        let mut written = 0usize;
         while let Some(page) = merge.next_page()? {
             out.write_all_at(page.data, page.pgno.file_offset(page_size))
                 .map_err(|e| Error::io(format!("write page {}", page.pgno), e))?;
+            written += 1;
+            if written.is_multiple_of(RELEASE_EVERY_PAGES) {
+                release_consumed(chunk, merge.sources());
+            }
         }
         out.set_len(u64::from(merge.commit()) * u64::from(page_size))
             .map_err(|e| Error::io("set the restored database's length", e))?;
     }
     Ok(())
+}
+
+/// Releases what each decoder has read past (see [`MappedFile::release`]).
+pub fn release_consumed(inputs: &[Input], decoders: &[Decoder<'_>]) {
+    for ((map, range), decoder) in inputs.iter().zip(decoders) {
+        if let Some(offset) = decoder.input_offset() {
+            map.release(range.start..range.start + offset);
+        }
+    }
 }
 
 fn format_ms(ms: i64) -> String {

@@ -547,8 +547,7 @@ impl Vault {
                 }
             });
         }
-        let payloads: Vec<&[u8]> = maps.iter().map(|(map, range)| &map[range.clone()]).collect();
-        restore::execute(temp.file(), &payloads, page_size)?;
+        restore::execute(temp.file(), &maps, page_size)?;
         let result = database_file_checksum(temp.path(), page_size)?;
         if result != plan.checksum {
             return Err(Error::Corrupt {

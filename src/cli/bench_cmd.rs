@@ -57,12 +57,15 @@ pub(crate) enum BenchCommand {
         /// Pages each transaction rewrites.
         #[arg(long, default_value_t = 8)]
         pages: u32,
+        /// Keep the scratch directory (the vault and the restored file) for a closer look.
+        #[arg(long)]
+        keep: bool,
     },
 }
 
 pub(crate) fn run(command: BenchCommand) -> Result<ExitCode> {
     match command {
-        BenchCommand::Restore { data, db_mib, transactions, pages } => {
+        BenchCommand::Restore { data, db_mib, transactions, pages, keep } => {
             if data.exists() {
                 return Err(Error::Invalid(format!(
                     "{} exists; give a scratch directory that does not",
@@ -72,7 +75,9 @@ pub(crate) fn run(command: BenchCommand) -> Result<ExitCode> {
             let exe = std::env::current_exe().map_err(|e| Error::io("find the ltxvault binary", e))?;
             let params = crate::bench::RestoreParams { db_mib, transactions, pages_per_tx: pages, page_size: 4096 };
             let result = crate::bench::restore(&data, &exe, &params);
-            let _ = std::fs::remove_dir_all(&data);
+            if !keep {
+                let _ = std::fs::remove_dir_all(&data);
+            }
             let (floor, measures) = result?;
             println!(
                 "{db_mib} MiB database, {transactions} transactions of {pages} pages; floor (cp + fsync of the result): {floor:.3} s"

@@ -56,7 +56,8 @@ fn open(data: &Path) -> Result<Vault> {
     if !data.join("l0").is_dir() {
         return Err(Error::Invalid(format!("{} is not a vault (no l0/ directory)", data.display())));
     }
-    Vault::open(data, VaultConfig::default())
+    // A command that reads runs no compactor threads of its own.
+    Vault::open(data, VaultConfig { background_compaction: false, ..VaultConfig::default() })
 }
 
 fn target(txid: Option<&str>, timestamp: Option<&str>) -> Result<Target> {
@@ -110,7 +111,8 @@ pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
             "{}",
             serde_json::json!({"output": args.output, "txid": summary.position.txid.to_string(),
                 "checksum": summary.position.checksum.to_string(), "commit": summary.commit,
-                "page_size": summary.page_size, "inputs": summary.inputs, "granularity": granularity})
+                "page_size": summary.page_size, "inputs": summary.inputs, "granularity": granularity,
+                "peak_rss_kib": peak_rss_kib()})
         );
     } else {
         println!(
@@ -173,7 +175,7 @@ pub(crate) fn info(args: DbArgs, json: bool) -> Result<ExitCode> {
 
 pub(crate) fn import(args: DbArgs, replica: PathBuf) -> Result<ExitCode> {
     std::fs::create_dir_all(&args.data).map_err(|e| Error::io(format!("create {}", args.data.display()), e))?;
-    let vault = Vault::open(&args.data, VaultConfig::default())?;
+    let vault = Vault::open(&args.data, VaultConfig { background_compaction: false, ..VaultConfig::default() })?;
     let tty = std::io::stderr().is_terminal();
     let report = import_litestream(&vault, &args.cluster, &args.db, &replica, |done, total| {
         if tty && (done == total || done % 16 == 0) {
@@ -192,6 +194,11 @@ pub(crate) fn import(args: DbArgs, replica: PathBuf) -> Result<ExitCode> {
             println!("nothing new to import: {}/{} already holds everything the replica has", args.cluster, args.db)
         }
     }
+    // Imported history is old: its compaction windows are closed, so compact it now.
+    let compacted = vault.compact_now()?;
+    if compacted > 0 {
+        println!("compacted the imported history into {compacted} level file(s)");
+    }
     if let Some(gap) = report.stopped_at_gap {
         eprintln!("ltxvault: warning: the replica has no file starting at TXID {gap}; later files were not imported");
     }
@@ -206,4 +213,15 @@ fn granularity(level: u8) -> &'static str {
         1 => "one point per L1 window (1 minute by default)",
         _ => "one point per L2 window (1 hour by default)",
     }
+}
+
+/// This process's peak resident memory (VmHWM), KiB; 0 where /proc does not say.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
 }

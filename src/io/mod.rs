@@ -125,6 +125,25 @@ impl MappedFile {
     }
 }
 
+impl MappedFile {
+    /// Drops this process's mapping of the pages in `range` (rounded inward to whole
+    /// pages): the data stays in the page cache and is read back transparently if touched
+    /// again, but no longer counts as this process's memory. Readers that stream through
+    /// large files call it behind their cursor to keep their memory flat.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        let Some(map) = &self.map else { return };
+        const PAGE: usize = 4096;
+        let start = range.start.div_ceil(PAGE) * PAGE;
+        let end = range.end.min(map.len()) / PAGE * PAGE;
+        if end > start {
+            // SAFETY: MADV_DONTNEED on a shared, read-only file mapping only drops page
+            // table entries; the next access faults the same file bytes back in. (It would
+            // zero a private anonymous mapping, which this never is.)
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+        }
+    }
+}
+
 impl std::ops::Deref for MappedFile {
     type Target = [u8];
 

@@ -89,8 +89,10 @@ pub fn database_checksum(image: &[u8], page_size: u32) -> Checksum {
     sum
 }
 
-/// Database checksum of a database file on disk (read through an mmap).
+/// Database checksum of a database file on disk, read in 1 MiB chunks so that memory
+/// stays flat for any database size.
 pub fn database_file_checksum(path: &Path, page_size: u32) -> Result<Checksum> {
+    use std::os::unix::fs::FileExt;
     let file = File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
     let len = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?.len();
     if !len.is_multiple_of(page_size as u64) {
@@ -99,14 +101,24 @@ pub fn database_file_checksum(path: &Path, page_size: u32) -> Result<Checksum> {
             path.display()
         )));
     }
-    if len == 0 {
-        return Ok(Checksum::EMPTY_DATABASE);
+    let lock = PageNo::lock_page(page_size);
+    let chunk_pages = ((1 << 20) / page_size as usize).max(1);
+    let mut buf = vec![0u8; chunk_pages * page_size as usize];
+    let mut sum = Checksum::EMPTY_DATABASE;
+    let mut pgno = 1u32;
+    let mut at = 0u64;
+    while at < len {
+        let n = buf.len().min((len - at) as usize);
+        file.read_exact_at(&mut buf[..n], at).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        for page in buf[..n].chunks_exact(page_size as usize) {
+            if PageNo(pgno) != lock {
+                sum = sum.toggle(page_checksum(PageNo(pgno), page));
+            }
+            pgno += 1;
+        }
+        at += n as u64;
     }
-    // SAFETY: the map is read-only and lives only for this call. A concurrent writer could
-    // change the bytes under us, which would give a wrong checksum but no undefined
-    // behaviour for plain byte reads; callers checksum files they own.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(format!("mmap {}", path.display()), e))?;
-    Ok(database_checksum(&map, page_size))
+    Ok(sum)
 }
 
 #[cfg(test)]

@@ -186,6 +186,16 @@ impl<'a> Decoder<'a> {
         self.page_count
     }
 
+    /// How far into the input the decoder has read, when it reads the input in place
+    /// (uncompressed v1, v2, v3; not a v1 LZ4 page block, which a frame decoder streams).
+    /// Everything before it has been consumed and will not be read again.
+    pub fn input_offset(&self) -> Option<usize> {
+        match &self.body {
+            Body::Raw { pos } | Body::Indexed { pos, .. } => Some(*pos),
+            Body::Lz4 { .. } => None,
+        }
+    }
+
     /// The current page, if `advance` last returned `true`.
     pub fn page(&self) -> Option<Page<'_>> {
         let (pgno, location) = self.current?;

@@ -141,6 +141,8 @@ impl Segments {
             let start = loc.offset as usize + header.header_len();
             Ok(start..start + payload.len())
         })?;
+        // The checksum pass touched every page; the caller reads them again as it goes.
+        map.release(range.clone());
         Ok((map, range))
     }
 
