@@ -40,7 +40,18 @@ fn io_from_env() -> IoChoice {
 fn crash_child() {
     let Ok(dir) = std::env::var("LTXVAULT_CRASH_DIR") else { return };
     let seed: u64 = std::env::var("LTXVAULT_CRASH_CHILD_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let vault = Vault::open(Path::new(&dir), config(io_from_env())).expect("child open");
+    // The parent runs two of these loops at once, and a child spawned by one can hold a
+    // copy of the other's lock descriptor for the instant between its fork and its exec:
+    // a lock that is about to go away. Wait a little for it, as an operator would.
+    let started = Instant::now();
+    let vault = loop {
+        match Vault::open(Path::new(&dir), config(io_from_env())) {
+            Err(ltxvault::Error::Locked { .. }) if started.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => break other.expect("child open"),
+        }
+    };
     let scratch = tempfile::tempdir().expect("tempdir");
     std::thread::scope(|s| {
         for t in 0..THREADS {
