@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! <vault>/levels/<hash of names>/NAME                        cluster and database, checksummed
-//! <vault>/levels/<hash of names>/L1-<min txid>-<max txid>.ltx
-//! <vault>/levels/<hash of names>/L2-<min txid>-<max txid>.ltx
+//! <vault>/levels/<hash of names>/L1-<min txid>-<max txid>-<xxh3 of header+trailer>.ltx
+//! <vault>/levels/<hash of names>/L2-<min txid>-<max txid>-<xxh3 of header+trailer>.ltx
 //! ```
 //!
 //! Policy ([`closed_windows`]) is pure: the runs of the level below that come after the last
@@ -25,7 +25,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
 use crate::io::{MappedFile, TempFile, sync_dir};
-use crate::ltx::{Checksum, Decoder, Encoder, Format, Header, PageMerge, TxId};
+use crate::ltx::format::{HEADER_SIZE, TRAILER_SIZE};
+use crate::ltx::{Checksum, Decoder, Encoder, Format, Header, PageMerge, Trailer, TxId};
 
 /// Windows of each compaction level, in ms: L1, L2.
 pub const DEFAULT_LEVEL_INTERVALS_MS: [i64; 2] = [60_000, 3_600_000];
@@ -131,52 +132,70 @@ pub fn read_db_name(dir: &Path) -> Result<(String, String)> {
     Ok((cluster.to_string(), db.to_string()))
 }
 
-/// File name of a level file.
-pub fn level_file_name(level: u8, min: TxId, max: TxId) -> String {
-    format!("L{level}-{min}-{max}.ltx")
+/// File name of a level file: level, TXID range, and the xxh3 of the file's header and
+/// trailer ([`ends_checksum`]), so that opening a vault can trust a level file's catalog
+/// fields after reading 116 bytes of it. Its pages are verified (file checksum) whenever
+/// it is read.
+pub fn level_file_name(level: u8, min: TxId, max: TxId, ends: u64) -> String {
+    format!("L{level}-{min}-{max}-{ends:016x}.ltx")
 }
 
-/// Parses a level file name.
-pub fn parse_level_file_name(name: &str) -> Option<(u8, TxId, TxId)> {
-    let rest = name.strip_prefix('L')?;
+/// Parses a level file name: (level, min TXID, max TXID, ends checksum).
+pub fn parse_level_file_name(name: &str) -> Option<(u8, TxId, TxId, u64)> {
+    let rest = name.strip_prefix('L')?.strip_suffix(".ltx")?;
     let (level, rest) = rest.split_once('-')?;
     let level: u8 = level.parse().ok()?;
-    let (min, max) = crate::ltx::parse_file_name(rest)?;
-    Some((level, min, max))
+    let mut parts = rest.split('-');
+    let mut hex16 = || {
+        let part = parts.next()?;
+        (part.len() == 16 && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| u64::from_str_radix(part, 16).ok())
+            .flatten()
+    };
+    let (min, max, ends) = (hex16()?, hex16()?, hex16()?);
+    parts.next().is_none().then_some((level, TxId(min), TxId(max), ends))
 }
 
-/// Reads a level file, verifying it completely, into a [`LevelRun`].
-pub fn load_level_file(path: &Path, level: u8) -> Result<LevelRun> {
-    let map = MappedFile::open(path)?;
-    let summary = verify_releasing(&map).map_err(|e| Error::from(e).in_file(path))?;
-    let h = summary.header;
+/// xxh3 of a level file's header followed by its trailer.
+pub fn ends_checksum(header: &[u8; HEADER_SIZE], trailer: &[u8; TRAILER_SIZE]) -> u64 {
+    let mut bytes = [0u8; HEADER_SIZE + TRAILER_SIZE];
+    bytes[..HEADER_SIZE].copy_from_slice(header);
+    bytes[HEADER_SIZE..].copy_from_slice(trailer);
+    xxh3_64(&bytes)
+}
+
+/// Reads a level file's header and trailer, checks them against the checksum its name
+/// carries and the format's header rules, and makes its [`LevelRun`].
+pub fn load_level_file(path: &Path, level: u8, ends: u64) -> Result<LevelRun> {
+    use std::os::unix::fs::FileExt;
+    let corrupt = |reason: String| Error::Corrupt { file: path.to_path_buf(), offset: 0, reason };
+    let file = std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let len = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?.len();
+    if len < (HEADER_SIZE + TRAILER_SIZE) as u64 {
+        return Err(corrupt(format!("{len} bytes, too short for an LTX file")));
+    }
+    let mut header_bytes = [0u8; HEADER_SIZE];
+    let mut trailer_bytes = [0u8; TRAILER_SIZE];
+    file.read_exact_at(&mut header_bytes, 0).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    file.read_exact_at(&mut trailer_bytes, len - TRAILER_SIZE as u64)
+        .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    if ends_checksum(&header_bytes, &trailer_bytes) != ends {
+        return Err(corrupt("header or trailer does not match the checksum in the file name".into()));
+    }
+    let header = crate::ltx::format::read_header(&header_bytes).map_err(|e| Error::from(e).in_file(path))?;
+    header.validate(crate::ltx::Version::V1).map_err(|e| Error::from(e).in_file(path))?;
+    let trailer = Trailer::decode(&trailer_bytes);
     Ok(LevelRun {
         level,
-        min_txid: h.min_txid,
-        max_txid: h.max_txid,
-        timestamp_ms: h.timestamp_ms,
-        commit: h.commit,
-        pre_apply: h.pre_apply_checksum,
-        post_apply: summary.trailer.post_apply_checksum,
+        min_txid: header.min_txid,
+        max_txid: header.max_txid,
+        timestamp_ms: header.timestamp_ms,
+        commit: header.commit,
+        pre_apply: header.pre_apply_checksum,
+        post_apply: trailer.post_apply_checksum,
         path: path.to_path_buf(),
-        bytes: map.len() as u64,
+        bytes: len,
     })
-}
-
-/// Decodes and verifies a whole mapped LTX file, releasing the bytes behind the decoder as
-/// it goes so that verifying a large file does not grow the process's memory.
-pub fn verify_releasing(map: &MappedFile) -> Result<crate::ltx::Summary, crate::ltx::LtxError> {
-    let mut decoder = Decoder::new(map)?;
-    let mut pages = 0usize;
-    while decoder.advance()? {
-        pages += 1;
-        if pages.is_multiple_of(2048)
-            && let Some(offset) = decoder.input_offset()
-        {
-            map.release(0..offset);
-        }
-    }
-    decoder.verify()
 }
 
 /// What one compaction output must say about itself; the inputs are its pages' source.
@@ -204,8 +223,8 @@ pub struct Output<'a> {
 /// Merges `inputs` (LTX files, oldest first, contiguous) into one level file and returns
 /// it. Nothing is left behind on error.
 pub fn write_level_file(out: &Output<'_>, inputs: &[&[u8]]) -> Result<LevelRun> {
-    let path = out.dir.join(level_file_name(out.level, out.min_txid, out.max_txid));
-    let temp = TempFile::create(&path)?;
+    let provisional = out.dir.join(format!("L{}-{}-{}.ltx", out.level, out.min_txid, out.max_txid));
+    let temp = TempFile::create(&provisional)?;
     let header = Header {
         page_size: out.page_size,
         commit: out.commit,
@@ -222,11 +241,14 @@ pub fn write_level_file(out: &Output<'_>, inputs: &[&[u8]]) -> Result<LevelRun> 
     while let Some(page) = merge.next_page()? {
         encoder.write_page(page.pgno, page.data)?;
     }
-    encoder.finish(out.post_apply)?;
-    writer.flush().map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    let header_bytes = encoder.header().encode();
+    let (_, trailer) = encoder.finish(out.post_apply)?;
+    writer.flush().map_err(|e| Error::io(format!("write {}", temp.path().display()), e))?;
     drop(writer);
     let bytes = temp.file().metadata().map_err(|e| Error::io(format!("stat {}", temp.path().display()), e))?.len();
-    temp.commit()?;
+    let ends = ends_checksum(&header_bytes, &trailer.encode());
+    let path = out.dir.join(level_file_name(out.level, out.min_txid, out.max_txid, ends));
+    temp.commit_to(&path)?;
     Ok(LevelRun {
         level: out.level,
         min_txid: out.min_txid,
@@ -364,9 +386,10 @@ mod tests {
 
     #[test]
     fn level_file_names_round_trip() {
-        let name = level_file_name(2, TxId(5), TxId(300));
-        assert_eq!(name, "L2-0000000000000005-000000000000012c.ltx");
-        assert_eq!(parse_level_file_name(&name), Some((2, TxId(5), TxId(300))));
-        assert_eq!(parse_level_file_name("L2-5-300.ltx"), None);
+        let name = level_file_name(2, TxId(5), TxId(300), 0xabc);
+        assert_eq!(name, "L2-0000000000000005-000000000000012c-0000000000000abc.ltx");
+        assert_eq!(parse_level_file_name(&name), Some((2, TxId(5), TxId(300), 0xabc)));
+        assert_eq!(parse_level_file_name("L2-5-300-1.ltx"), None);
+        assert_eq!(parse_level_file_name("L2-0000000000000005-000000000000012c.ltx"), None);
     }
 }

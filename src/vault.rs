@@ -758,7 +758,8 @@ fn pieces_of(state: &DbState) -> Vec<Piece> {
     log.chain(files).collect()
 }
 
-/// Loads every level file (each verified completely) into the catalog. Temporary files of
+/// Loads every level file into the catalog (header and trailer checked against the
+/// checksum in the file name; pages are verified when the file is read). Temporary files of
 /// an interrupted compaction are removed; a level whose files do not follow each other
 /// fails the open.
 fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<()> {
@@ -780,8 +781,8 @@ fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<
                 let _ = std::fs::remove_file(file.path());
                 continue;
             }
-            let Some((level, min, max)) = parse_level_file_name(&name) else { continue };
-            let run = load_level_file(&file.path(), level)?;
+            let Some((level, min, max, ends)) = parse_level_file_name(&name) else { continue };
+            let run = load_level_file(&file.path(), level, ends)?;
             if (run.min_txid, run.max_txid) != (min, max) {
                 return Err(Error::Corrupt {
                     file: file.path(),

@@ -83,13 +83,20 @@ impl TempFile {
     }
 
     /// Syncs the data, renames over the target and syncs the directory.
-    pub fn commit(mut self) -> Result<()> {
+    pub fn commit(self) -> Result<()> {
+        let target = self.target.clone();
+        self.commit_to(&target)
+    }
+
+    /// Like [`commit`](Self::commit), under a name decided only now (in the same
+    /// directory), for files whose name carries something learnt while writing them.
+    pub fn commit_to(mut self, target: &Path) -> Result<()> {
         let file = self.file.take().expect("present until commit or drop");
         sync_file(&file, Sync::Data, &self.temp)?;
         drop(file);
-        std::fs::rename(&self.temp, &self.target)
-            .map_err(|e| Error::io(format!("rename {} to {}", self.temp.display(), self.target.display()), e))?;
-        sync_dir(self.target.parent().unwrap_or(Path::new(".")))
+        std::fs::rename(&self.temp, target)
+            .map_err(|e| Error::io(format!("rename {} to {}", self.temp.display(), target.display()), e))?;
+        sync_dir(target.parent().unwrap_or(Path::new(".")))
     }
 }
 
