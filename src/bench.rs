@@ -57,6 +57,18 @@ impl Rng {
     }
 }
 
+/// Fills page `pgno` of `image` with new bytes and returns the database checksum moved
+/// from the old page to the new one.
+fn rewrite_page(image: &mut [u8], page_size: usize, pgno: u32, rng: &mut Rng, checksum: Checksum) -> Checksum {
+    let page = &mut image[(pgno as usize - 1) * page_size..pgno as usize * page_size];
+    let before = page_checksum(PageNo(pgno), page);
+    let v = rng.next().to_le_bytes();
+    for (i, b) in page.iter_mut().enumerate() {
+        *b = v[i % 8].wrapping_add(i as u8);
+    }
+    checksum.toggle(before).toggle(page_checksum(PageNo(pgno), page))
+}
+
 /// The uploads of one database: a snapshot, then `count` incremental files each rewriting
 /// `pages` random pages of a database of `db_pages` pages, with correct checksums.
 fn build_chain(seed: u64, page_size: u32, db_pages: u32, pages: u32, count: usize) -> Result<Vec<Vec<u8>>> {
@@ -81,13 +93,7 @@ fn build_chain(seed: u64, page_size: u32, db_pages: u32, pages: u32, count: usiz
         chosen.dedup();
         let pre = checksum;
         for &p in &chosen {
-            let at = (p as usize - 1) * ps;
-            checksum = checksum.toggle(page_checksum(PageNo(p), &image[at..at + ps]));
-            let v = rng.next().to_le_bytes();
-            for (i, b) in image[at..at + ps].iter_mut().enumerate() {
-                *b = v[i % 8].wrapping_add(i as u8);
-            }
-            checksum = checksum.toggle(page_checksum(PageNo(p), &image[at..at + ps]));
+            checksum = rewrite_page(&mut image, ps, p, &mut rng, checksum);
         }
         let header = Header {
             page_size,
@@ -257,13 +263,8 @@ pub fn restore(dir: &Path, exe: &Path, params: &RestoreParams) -> Result<(f64, V
         };
         let mut enc = Encoder::new(Vec::new(), &header, Format::V1 { compress: true })?;
         for &p in &chosen {
+            checksum = rewrite_page(&mut image, ps, p, &mut rng, checksum);
             let at = (p as usize - 1) * ps;
-            checksum = checksum.toggle(page_checksum(PageNo(p), &image[at..at + ps]));
-            let v = rng.next().to_le_bytes();
-            for (i, b) in image[at..at + ps].iter_mut().enumerate() {
-                *b = v[i % 8] ^ (i as u8);
-            }
-            checksum = checksum.toggle(page_checksum(PageNo(p), &image[at..at + ps]));
             enc.write_page(PageNo(p), &image[at..at + ps])?;
         }
         vault.ingest("bench", "db", enc.finish(checksum)?.0)?;
