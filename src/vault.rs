@@ -392,7 +392,7 @@ impl Vault {
                 timestamp_ms: header.timestamp_ms,
                 effective_ms,
                 received_ms: self.clock.now_ms(),
-                pre_apply: if header.is_snapshot() { Checksum::NONE } else { position.checksum },
+                pre_apply: record_pre_apply(&header, position),
                 post_apply: computed,
                 commit: header.commit,
                 page_size: header.page_size,
@@ -423,21 +423,21 @@ impl Vault {
             state.pending = Position { txid: header.max_txid, checksum: computed };
             state.pending_commit = header.commit;
             state.pending_timestamp_ms = effective_ms;
-            (done_rx, (header, computed, effective_ms))
+            (done_rx, (header, record_pre_apply(&header, position), computed, effective_ms))
         };
         let written = done.recv().map_err(|_| {
             self.poison.poison("the log writer stopped without answering".into());
             Error::Poisoned("the log writer stopped without answering".into())
         })?;
         let loc = written.map_err(Error::Poisoned)?;
-        let (header, computed, effective_ms) = location;
+        let (header, pre_apply, computed, effective_ms) = location;
         let mut state = lock(&state);
         state.add_durable(Run {
             min_txid: header.min_txid,
             max_txid: header.max_txid,
             timestamp_ms: effective_ms,
             commit: header.commit,
-            pre_apply: if header.is_snapshot() { Checksum::NONE } else { header.pre_apply_checksum },
+            pre_apply,
             post_apply: computed,
             location: loc,
             bytes: bytes.len() as u64,
@@ -835,4 +835,11 @@ fn compaction_loop(compactor: &Compactor, level: u8, stop: &(Mutex<bool>, Condva
             return;
         }
     }
+}
+
+/// The database checksum before an upload, as the vault records it: none for a snapshot,
+/// otherwise the stored position's (the upload's own may be absent: Litestream files carry
+/// no checksums).
+fn record_pre_apply(header: &crate::ltx::Header, position: Position) -> Checksum {
+    if header.is_snapshot() { Checksum::NONE } else { position.checksum }
 }
