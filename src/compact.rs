@@ -276,6 +276,8 @@ pub struct Compactor {
     pub grace_ms: i64,
     /// The clock.
     pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+    /// One pass of a level at a time (a compactor thread and `compact_now` may both run).
+    pub passes: Vec<std::sync::Mutex<()>>,
 }
 
 /// A run of the level below, as a compaction input.
@@ -289,6 +291,7 @@ impl Compactor {
     pub fn run_level(&self, level: u8) -> Result<usize> {
         let index = usize::from(level) - 1;
         let Some(&interval) = self.intervals_ms.get(index) else { return Ok(0) };
+        let _pass = self.passes.get(index).map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
         let mut written = 0;
         for key in self.catalog.keys() {
             let Some(state) = self.catalog.get(&key) else { continue };
@@ -317,6 +320,10 @@ impl Compactor {
                 if list.last().is_none_or(|last| run.min_txid.follows(last.max_txid)) {
                     list.push(run);
                     written += 1;
+                } else {
+                    // Cannot happen while passes of a level are serialized; a file that
+                    // does not extend the level must not stay where the next open finds it.
+                    let _ = std::fs::remove_file(&run.path);
                 }
             }
         }

@@ -265,6 +265,7 @@ impl Vault {
             intervals_ms: config.level_intervals_ms.clone(),
             grace_ms: config.compaction_grace_ms,
             clock: clock.clone(),
+            passes: config.level_intervals_ms.iter().map(|_| Mutex::new(())).collect(),
         });
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let mut compactor_threads = Vec::new();
