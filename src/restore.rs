@@ -190,10 +190,12 @@ const RELEASE_EVERY_PAGES: usize = 2048;
 pub type Input = (Arc<MappedFile>, std::ops::Range<usize>);
 
 /// Merges the planned inputs (oldest first) onto `out`, which must be empty: chunks of
-/// [`MERGE_FAN_IN`], each written page by page and cut to its Commit. Bytes the decoders
+/// [`MERGE_FAN_IN`], each written page by page and cut to its Commit. `progress` hears the
+/// number of pages written so far, now and then. Bytes the decoders
 /// have gone past are released from this process's mappings as the merge goes, so memory
 /// stays flat whatever the database size.
-pub fn execute(out: &File, inputs: &[Input], page_size: u32) -> Result<()> {
+pub fn execute(out: &File, inputs: &[Input], page_size: u32, progress: &mut dyn FnMut(u64)) -> Result<()> {
+    let mut total_written = 0u64;
     for chunk in inputs.chunks(MERGE_FAN_IN) {
         let decoders =
             chunk.iter().map(|(map, range)| Decoder::new(&map[range.clone()])).collect::<Result<Vec<_>, _>>()?;
@@ -203,8 +205,10 @@ pub fn execute(out: &File, inputs: &[Input], page_size: u32) -> Result<()> {
             out.write_all_at(page.data, page.pgno.file_offset(page_size))
                 .map_err(|e| Error::io(format!("write page {}", page.pgno), e))?;
             written += 1;
+            total_written += 1;
             if written.is_multiple_of(RELEASE_EVERY_PAGES) {
                 release_consumed(chunk, merge.sources());
+                progress(total_written);
             }
         }
         out.set_len(u64::from(merge.commit()) * u64::from(page_size))

@@ -532,6 +532,20 @@ impl Vault {
     /// database checksum against the one recorded for that point, syncs, and renames it
     /// into place. On any error nothing is left at `out`.
     pub fn restore(&self, cluster: &str, db: &str, target: Target, out: &Path, force: bool) -> Result<RestoreSummary> {
+        self.restore_with_progress(cluster, db, target, out, force, &mut |_, _| {})
+    }
+
+    /// [`Vault::restore`], telling `progress` (pages written, pages in the result) as it
+    /// goes.
+    pub fn restore_with_progress(
+        &self,
+        cluster: &str,
+        db: &str,
+        target: Target,
+        out: &Path,
+        force: bool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<RestoreSummary> {
         let (plan, page_size) = self.plan_restore(cluster, db, target)?;
         if !force && out.exists() {
             return Err(Error::Invalid(format!("{} exists; pass --force to replace it", out.display())));
@@ -548,7 +562,9 @@ impl Vault {
                 }
             });
         }
-        restore::execute(temp.file(), &maps, page_size)?;
+        let total = u64::from(plan.commit);
+        restore::execute(temp.file(), &maps, page_size, &mut |done| progress(done.min(total), total))?;
+        progress(total, total);
         let result = database_file_checksum(temp.path(), page_size)?;
         if result != plan.checksum {
             return Err(Error::Corrupt {

@@ -1,6 +1,5 @@
 //! Commands that open a vault directory: `restore`, `info`, `import-litestream`.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -104,7 +103,12 @@ pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let summary = vault.restore(cluster, db, target, &args.output, args.force)?;
+    let bar = progress_bar("restoring", "pages");
+    let summary = vault.restore_with_progress(cluster, db, target, &args.output, args.force, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
     let granularity = granularity(plan.granularity_level);
     if args.json {
         println!(
@@ -176,15 +180,12 @@ pub(crate) fn info(args: DbArgs, json: bool) -> Result<ExitCode> {
 pub(crate) fn import(args: DbArgs, replica: PathBuf) -> Result<ExitCode> {
     std::fs::create_dir_all(&args.data).map_err(|e| Error::io(format!("create {}", args.data.display()), e))?;
     let vault = Vault::open(&args.data, VaultConfig { background_compaction: false, ..VaultConfig::default() })?;
-    let tty = std::io::stderr().is_terminal();
+    let bar = progress_bar("importing", "files");
     let report = import_litestream(&vault, &args.cluster, &args.db, &replica, |done, total| {
-        if tty && (done == total || done % 16 == 0) {
-            eprint!("\rimporting: {done}/{total} files");
-            if done == total {
-                eprintln!();
-            }
-        }
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
     })?;
+    bar.finish_and_clear();
     match report.range {
         Some((first, last)) => println!(
             "imported {} file(s), {} bytes, TXID {first}..{last} into {}/{}",
@@ -224,4 +225,15 @@ fn peak_rss_kib() -> u64 {
             line.split_whitespace().nth(1)?.parse().ok()
         })
         .unwrap_or(0)
+}
+
+/// A progress bar on stderr when it is a terminal; hidden (and free) otherwise, so that
+/// scripts and logs see only the result lines.
+fn progress_bar(verb: &str, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+    let template = format!("{verb} {{bar:40}} {{pos}}/{{len}} {unit} ({{eta}})");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
 }
