@@ -52,11 +52,15 @@ fn crash_child() {
             other => break other.expect("child open"),
         }
     };
-    let scratch = tempfile::tempdir().expect("tempdir");
+    // Scratch space inside the parent's temporary directory: a killed child cannot clean
+    // up after itself, the parent's directory goes when the test ends.
+    let scratch = Path::new(&dir).with_file_name("child-scratch");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).expect("scratch dir");
     std::thread::scope(|s| {
         for t in 0..THREADS {
             let vault = &vault;
-            let scratch = scratch.path();
+            let scratch = scratch.as_path();
             s.spawn(move || {
                 let mut rng = Rng::new(seed * 1000 + t as u64);
                 let mut models: Vec<(String, ModelDb)> = (0..DBS_PER_THREAD)
