@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::catalog::{Run, Source};
 use crate::error::{Error, Result};
 use crate::io::{MappedFile, TempFile, sync_dir};
 use crate::ltx::format::{HEADER_SIZE, TRAILER_SIZE};
@@ -32,29 +33,6 @@ use crate::ltx::{Checksum, Decoder, Encoder, Format, Header, PageMerge, Trailer,
 pub const DEFAULT_LEVEL_INTERVALS_MS: [i64; 2] = [60_000, 3_600_000];
 /// How long after a window's end the clock must be before a quiet database's window closes.
 pub const DEFAULT_GRACE_MS: i64 = 5_000;
-
-/// One run of a compaction level (a level file).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LevelRun {
-    /// 1 or 2.
-    pub level: u8,
-    /// First TXID.
-    pub min_txid: TxId,
-    /// Last TXID.
-    pub max_txid: TxId,
-    /// Effective timestamp of the last transaction (ms).
-    pub timestamp_ms: i64,
-    /// Database size after the run, in pages.
-    pub commit: u32,
-    /// Database checksum before the run (none for a snapshot).
-    pub pre_apply: Checksum,
-    /// Database checksum after the run.
-    pub post_apply: Checksum,
-    /// The file.
-    pub path: PathBuf,
-    /// File size.
-    pub bytes: u64,
-}
 
 /// The span of a run of any level, as the policy sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,8 +143,8 @@ pub fn ends_checksum(header: &[u8; HEADER_SIZE], trailer: &[u8; TRAILER_SIZE]) -
 }
 
 /// Reads a level file's header and trailer, checks them against the checksum its name
-/// carries and the format's header rules, and makes its [`LevelRun`].
-pub fn load_level_file(path: &Path, level: u8, ends: u64) -> Result<LevelRun> {
+/// carries and the format's header rules, and makes its [`Run`].
+pub fn load_level_file(path: &Path, level: u8, ends: u64) -> Result<Run> {
     use std::os::unix::fs::FileExt;
     let corrupt = |reason: String| Error::Corrupt { file: path.to_path_buf(), offset: 0, reason };
     let file = std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
@@ -185,7 +163,7 @@ pub fn load_level_file(path: &Path, level: u8, ends: u64) -> Result<LevelRun> {
     let header = crate::ltx::format::read_header(&header_bytes).map_err(|e| Error::from(e).in_file(path))?;
     header.validate(crate::ltx::Version::V1).map_err(|e| Error::from(e).in_file(path))?;
     let trailer = Trailer::decode(&trailer_bytes);
-    Ok(LevelRun {
+    Ok(Run {
         level,
         min_txid: header.min_txid,
         max_txid: header.max_txid,
@@ -193,8 +171,8 @@ pub fn load_level_file(path: &Path, level: u8, ends: u64) -> Result<LevelRun> {
         commit: header.commit,
         pre_apply: header.pre_apply_checksum,
         post_apply: trailer.post_apply_checksum,
-        path: path.to_path_buf(),
         bytes: len,
+        source: Source::File(path.to_path_buf()),
     })
 }
 
@@ -222,7 +200,7 @@ pub struct Output<'a> {
 
 /// Merges `inputs` (LTX files, oldest first, contiguous) into one level file and returns
 /// it. Nothing is left behind on error.
-pub fn write_level_file(out: &Output<'_>, inputs: &[&[u8]]) -> Result<LevelRun> {
+pub fn write_level_file(out: &Output<'_>, inputs: &[&[u8]]) -> Result<Run> {
     let provisional = out.dir.join(format!("L{}-{}-{}.ltx", out.level, out.min_txid, out.max_txid));
     let temp = TempFile::create(&provisional)?;
     let header = Header {
@@ -249,7 +227,7 @@ pub fn write_level_file(out: &Output<'_>, inputs: &[&[u8]]) -> Result<LevelRun> 
     let ends = ends_checksum(&header_bytes, &trailer.encode());
     let path = out.dir.join(level_file_name(out.level, out.min_txid, out.max_txid, ends));
     temp.commit_to(&path)?;
-    Ok(LevelRun {
+    Ok(Run {
         level: out.level,
         min_txid: out.min_txid,
         max_txid: out.max_txid,
@@ -257,8 +235,8 @@ pub fn write_level_file(out: &Output<'_>, inputs: &[&[u8]]) -> Result<LevelRun> 
         commit: out.commit,
         pre_apply: header.pre_apply_checksum,
         post_apply: out.post_apply,
-        path,
         bytes,
+        source: Source::File(path),
     })
 }
 
@@ -280,12 +258,6 @@ pub struct Compactor {
     pub passes: Vec<std::sync::Mutex<()>>,
 }
 
-/// A run of the level below, as a compaction input.
-enum Below {
-    Log(crate::catalog::Run),
-    File(LevelRun),
-}
-
 impl Compactor {
     /// One pass of `level` (1-based) over every database; returns the files written.
     pub fn run_level(&self, level: u8) -> Result<usize> {
@@ -298,20 +270,12 @@ impl Compactor {
             let (below, page_size) = {
                 let state = crate::catalog::lock(&state);
                 let done = state.levels.get(index).and_then(|l| l.last()).map_or(TxId::ZERO, |r| r.max_txid);
-                let below: Vec<Below> = if index == 0 {
-                    state.runs.iter().filter(|r| r.max_txid > done).copied().map(Below::Log).collect()
-                } else {
-                    state.levels[index - 1].iter().filter(|r| r.max_txid > done).cloned().map(Below::File).collect()
-                };
+                let level_below = if index == 0 { &state.runs } else { &state.levels[index - 1] };
+                let below: Vec<Run> = level_below.iter().filter(|r| r.max_txid > done).cloned().collect();
                 (below, state.page_size)
             };
-            let spans: Vec<Span> = below
-                .iter()
-                .map(|b| match b {
-                    Below::Log(r) => Span { max_txid: r.max_txid, timestamp_ms: r.timestamp_ms },
-                    Below::File(r) => Span { max_txid: r.max_txid, timestamp_ms: r.timestamp_ms },
-                })
-                .collect();
+            let spans: Vec<Span> =
+                below.iter().map(|r| Span { max_txid: r.max_txid, timestamp_ms: r.timestamp_ms }).collect();
             for window in closed_windows(&spans, interval, self.grace_ms, self.clock.now_ms()) {
                 let group = &below[window];
                 let run = self.compact_window(level, &key, page_size, group)?;
@@ -320,53 +284,41 @@ impl Compactor {
                 if list.last().is_none_or(|last| run.min_txid.follows(last.max_txid)) {
                     list.push(run);
                     written += 1;
-                } else {
+                } else if let Some(path) = run.path() {
                     // Cannot happen while passes of a level are serialized; a file that
                     // does not extend the level must not stay where the next open finds it.
-                    let _ = std::fs::remove_file(&run.path);
+                    let _ = std::fs::remove_file(path);
                 }
             }
         }
         Ok(written)
     }
 
-    fn compact_window(
-        &self,
-        level: u8,
-        key: &crate::catalog::DbKey,
-        page_size: u32,
-        group: &[Below],
-    ) -> Result<LevelRun> {
-        let mut log_maps = Vec::new();
-        let mut file_maps = Vec::new();
+    fn compact_window(&self, level: u8, key: &crate::catalog::DbKey, page_size: u32, group: &[Run]) -> Result<Run> {
+        let mut maps = Vec::with_capacity(group.len());
         for input in group {
-            match input {
-                Below::Log(r) => log_maps.push(self.segments.payload(r.location)?),
-                Below::File(r) => file_maps.push(MappedFile::open(&r.path)?),
-            }
+            maps.push(match &input.source {
+                Source::Log(location) => self.segments.payload(*location)?,
+                Source::File(path) => {
+                    let map = std::sync::Arc::new(MappedFile::open(path)?);
+                    let len = map.len();
+                    (map, 0..len)
+                }
+            });
         }
-        let payloads: Vec<&[u8]> =
-            log_maps.iter().map(|(map, range)| &map[range.clone()]).chain(file_maps.iter().map(|m| &m[..])).collect();
-        // (first TXID, pre-apply) of the first input; (last TXID, commit, timestamp, post) of the last.
-        let first = match &group[0] {
-            Below::Log(r) => (r.min_txid, r.pre_apply),
-            Below::File(r) => (r.min_txid, r.pre_apply),
-        };
-        let last = match &group[group.len() - 1] {
-            Below::Log(r) => (r.max_txid, r.commit, r.timestamp_ms, r.post_apply),
-            Below::File(r) => (r.max_txid, r.commit, r.timestamp_ms, r.post_apply),
-        };
+        let payloads: Vec<&[u8]> = maps.iter().map(|(map, range)| &map[range.clone()]).collect();
+        let (first, last) = (&group[0], &group[group.len() - 1]);
         let dir = ensure_db_dir(&self.levels_dir, &key.cluster, &key.db)?;
         let out = Output {
             level,
             dir: &dir,
             page_size,
-            min_txid: first.0,
-            max_txid: last.0,
-            commit: last.1,
-            timestamp_ms: last.2,
-            pre_apply: first.1,
-            post_apply: last.3,
+            min_txid: first.min_txid,
+            max_txid: last.max_txid,
+            commit: last.commit,
+            timestamp_ms: last.timestamp_ms,
+            pre_apply: first.pre_apply,
+            post_apply: last.post_apply,
         };
         write_level_file(&out, &payloads)
     }

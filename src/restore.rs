@@ -15,13 +15,12 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::catalog::Run;
 use crate::error::{Error, Result};
 use crate::io::MappedFile;
 use crate::ltx::{Checksum, Decoder, PageMerge, TxId};
-use crate::segment::Location;
 
 /// Most runs merged at once.
 pub const MERGE_FAN_IN: usize = 64;
@@ -51,36 +50,6 @@ impl Target {
     }
 }
 
-/// Where a piece of history is stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// A record of the L0 log.
-    Log(Location),
-    /// A level file.
-    File(PathBuf),
-}
-
-/// One stored piece of history, of any level: the unit a restore reads.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Piece {
-    /// 0 for an upload in the log, 1 or 2 for a compaction level.
-    pub level: u8,
-    /// First TXID.
-    pub min_txid: TxId,
-    /// Last TXID.
-    pub max_txid: TxId,
-    /// Effective timestamp of its last transaction (ms).
-    pub timestamp_ms: i64,
-    /// Database size after it, in pages.
-    pub commit: u32,
-    /// Database checksum after it.
-    pub post_apply: Checksum,
-    /// Stored bytes.
-    pub bytes: u64,
-    /// Where it is.
-    pub source: Source,
-}
-
 /// The inputs of a restore and what it will produce.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -95,8 +64,8 @@ pub struct Plan {
     /// The finest level holding this point: 0 = every transaction is a point there, 1 =
     /// one point per L1 window, 2 = one per L2 window.
     pub granularity_level: u8,
-    /// The pieces to merge, oldest first.
-    pub inputs: Vec<Piece>,
+    /// The runs to merge, oldest first.
+    pub inputs: Vec<Run>,
     /// Their stored bytes.
     pub bytes: u64,
 }
@@ -105,10 +74,10 @@ pub struct Plan {
 /// the fewest inputs that rebuild it: from TXID 1, at each step the longest stored piece
 /// that starts there and does not pass the point (between equal spans, the level file: it
 /// is read once, where a log record is checksummed and then decoded).
-pub fn plan(pieces: &[Piece], target: Target) -> Result<Plan> {
+pub fn plan(pieces: &[Run], target: Target) -> Result<Plan> {
     // Restorable points: the end of every piece; the finest level that has one says the
     // granularity there.
-    let mut points: BTreeMap<TxId, &Piece> = BTreeMap::new();
+    let mut points: BTreeMap<TxId, &Run> = BTreeMap::new();
     for piece in pieces {
         let entry = points.entry(piece.max_txid).or_insert(piece);
         if piece.level < entry.level {
@@ -127,7 +96,7 @@ pub fn plan(pieces: &[Piece], target: Target) -> Result<Plan> {
             format_ms(last.timestamp_ms)
         )
     };
-    let point: &Piece = match target {
+    let point: &Run = match target {
         Target::Latest => last,
         Target::TxId(txid) => match points.get(&txid) {
             Some(p) => p,
@@ -151,7 +120,7 @@ pub fn plan(pieces: &[Piece], target: Target) -> Result<Plan> {
             }
         },
     };
-    let mut by_start: BTreeMap<TxId, Vec<&Piece>> = BTreeMap::new();
+    let mut by_start: BTreeMap<TxId, Vec<&Run>> = BTreeMap::new();
     for piece in pieces {
         by_start.entry(piece.min_txid).or_default().push(piece);
     }
@@ -235,14 +204,17 @@ fn format_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Source;
+    use crate::segment::Location;
 
-    fn piece(level: u8, min: u64, max: u64, ts: i64) -> Piece {
-        Piece {
+    fn piece(level: u8, min: u64, max: u64, ts: i64) -> Run {
+        Run {
             level,
             min_txid: TxId(min),
             max_txid: TxId(max),
             timestamp_ms: ts,
             commit: 1,
+            pre_apply: Checksum(Checksum::FLAG | (min - 1)),
             post_apply: Checksum(Checksum::FLAG | max),
             bytes: 10,
             source: Source::Log(Location { segment: 1, offset: min }),
@@ -265,7 +237,7 @@ mod tests {
 
     #[test]
     fn the_plan_takes_the_longest_pieces_and_reports_granularity() {
-        let mut pieces: Vec<Piece> = (1..=10).map(|t| piece(0, t, t, t as i64 * 10)).collect();
+        let mut pieces: Vec<Run> = (1..=10).map(|t| piece(0, t, t, t as i64 * 10)).collect();
         pieces.push(piece(1, 1, 4, 40));
         pieces.push(piece(1, 5, 8, 80));
         pieces.push(piece(2, 1, 8, 80));
@@ -277,7 +249,7 @@ mod tests {
         let spans: Vec<(u8, u64, u64)> = p.inputs.iter().map(|i| (i.level, i.min_txid.0, i.max_txid.0)).collect();
         assert_eq!(spans, vec![(1, 1, 4), (0, 5, 5), (0, 6, 6)]);
         // With L0 gone only the level ends remain restorable, at their granularity.
-        let levels: Vec<Piece> = pieces.iter().filter(|p| p.level > 0).cloned().collect();
+        let levels: Vec<Run> = pieces.iter().filter(|p| p.level > 0).cloned().collect();
         assert_eq!(plan(&levels, Target::Timestamp(75)).unwrap().txid, TxId(4));
         assert_eq!(plan(&levels, Target::TxId(TxId(8))).unwrap().granularity_level, 1);
         assert!(plan(&levels, Target::TxId(TxId(6))).is_err());

@@ -19,11 +19,10 @@ use crossbeam::channel::{SendTimeoutError, Sender};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::catalog::pagesums::{CleanPoint, PageSums};
-use crate::catalog::{Catalog, DbKey, DbState, Position, Run, lock};
+use crate::catalog::{Catalog, DbKey, DbState, Position, Run, Source, lock};
 use crate::clock::{Clock, SystemClock};
 use crate::compact::{
-    Compactor, DEFAULT_GRACE_MS, DEFAULT_LEVEL_INTERVALS_MS, LevelRun, load_level_file, parse_level_file_name,
-    read_db_name,
+    Compactor, DEFAULT_GRACE_MS, DEFAULT_LEVEL_INTERVALS_MS, load_level_file, parse_level_file_name, read_db_name,
 };
 use crate::error::{Error, Result};
 use crate::ingest::{
@@ -34,7 +33,7 @@ use crate::io::TempFile;
 use crate::io::engine::{IoChoice, IoEngine, open_engine};
 use crate::ltx::{Checksum, Decoder, TxId, database_file_checksum, page_checksum};
 use crate::names;
-use crate::restore::{self, Piece, Plan, Source, Target};
+use crate::restore::{self, Plan, Target};
 use crate::segment::format::{KIND_LTX, RecordHeader};
 use crate::segment::{Location, Segments, recover};
 
@@ -440,8 +439,9 @@ impl Vault {
             commit: header.commit,
             pre_apply,
             post_apply: computed,
-            location: loc,
             bytes: bytes.len() as u64,
+            source: Source::Log(loc),
+            level: 0,
         });
         Ok(Ack { position: Position { txid: header.max_txid, checksum: computed }, hwm: state.hwm })
     }
@@ -520,7 +520,7 @@ impl Vault {
     }
 
     /// The level runs of a database (index 0 = L1).
-    pub fn level_runs(&self, cluster: &str, db: &str) -> Vec<Vec<LevelRun>> {
+    pub fn level_runs(&self, cluster: &str, db: &str) -> Vec<Vec<Run>> {
         self.catalog
             .get(&DbKey { cluster: cluster.into(), db: db.into() })
             .map(|state| lock(&state).levels.clone())
@@ -638,8 +638,9 @@ fn run_of(h: &RecordHeader, location: Location) -> Run {
         commit: h.commit,
         pre_apply: h.pre_apply,
         post_apply: h.post_apply,
-        location,
         bytes: h.payload_len,
+        source: Source::Log(location),
+        level: 0,
     }
 }
 
@@ -684,7 +685,9 @@ fn rebuild_sums_if_needed(segments: &Segments, key: &DbKey, state: &mut DbState)
     let mut checksum = Checksum::EMPTY_DATABASE;
     let mut commit = 0;
     for run in state.runs.clone() {
-        let pages = segments.with_record(run.location, |_, payload| {
+        // The runs of `state.runs` are the log's (level 0).
+        let Some(location) = run.location() else { continue };
+        let pages = segments.with_record(location, |_, payload| {
             let mut decoder = Decoder::new(payload)?;
             let mut pages = Vec::new();
             while let Some(page) = decoder.next_page()? {
@@ -699,8 +702,8 @@ fn rebuild_sums_if_needed(segments: &Segments, key: &DbKey, state: &mut DbState)
         let after = checksum_after(&state.sums, checksum, commit, run.commit, &pages, page_size);
         if after != run.post_apply {
             return Err(Error::Corrupt {
-                file: crate::segment::segment_path(Path::new("l0"), run.location.segment),
-                offset: run.location.offset,
+                file: crate::segment::segment_path(Path::new("l0"), location.segment),
+                offset: location.offset,
                 reason: format!(
                     "replaying {}/{} TXID {}..{} gives database checksum {after}, the log recorded {}",
                     key.cluster, key.db, run.min_txid, run.max_txid, run.post_apply
@@ -750,29 +753,9 @@ fn take_lock(dir: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// Every stored piece of a database's history, all levels.
-fn pieces_of(state: &DbState) -> Vec<Piece> {
-    let log = state.runs.iter().map(|r| Piece {
-        level: 0,
-        min_txid: r.min_txid,
-        max_txid: r.max_txid,
-        timestamp_ms: r.timestamp_ms,
-        commit: r.commit,
-        post_apply: r.post_apply,
-        bytes: r.bytes,
-        source: Source::Log(r.location),
-    });
-    let files = state.levels.iter().flatten().map(|r| Piece {
-        level: r.level,
-        min_txid: r.min_txid,
-        max_txid: r.max_txid,
-        timestamp_ms: r.timestamp_ms,
-        commit: r.commit,
-        post_apply: r.post_apply,
-        bytes: r.bytes,
-        source: Source::File(r.path.clone()),
-    });
-    log.chain(files).collect()
+/// Every stored run of a database's history, all levels.
+fn pieces_of(state: &DbState) -> Vec<Run> {
+    state.runs.iter().chain(state.levels.iter().flatten()).cloned().collect()
 }
 
 /// Loads every level file into the catalog (header and trailer checked against the
@@ -789,7 +772,7 @@ fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<
         }
         let (cluster, db) = read_db_name(&dir)?;
         let key = DbKey { cluster, db };
-        let mut found: Vec<LevelRun> = Vec::new();
+        let mut found: Vec<Run> = Vec::new();
         let files = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
         for file in files {
             let file = file.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
@@ -822,7 +805,7 @@ fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<
                 && !run.min_txid.follows(last.max_txid)
             {
                 return Err(Error::Corrupt {
-                    file: run.path.clone(),
+                    file: run.path().map(Path::to_path_buf).unwrap_or_default(),
                     offset: 0,
                     reason: format!(
                         "L{} file starts at TXID {}, the previous ends at {}",

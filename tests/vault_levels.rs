@@ -122,7 +122,8 @@ fn damaged_level_files_are_never_used() {
     vault.compact_now().expect("compact");
     let l2 = vault.level_runs("c", "db")[1].clone();
     vault.close().expect("close");
-    let file = &l2.last().expect("an L2 file").path;
+    let file = l2.last().expect("an L2 file").path().expect("a level file").to_path_buf();
+    let file = &file;
     let pristine = std::fs::read(file).expect("read");
 
     // A page byte: the open trusts the header and trailer (checked against the name), but

@@ -33,7 +33,10 @@ fn build(dir: &Path) -> (PathBuf, ModelDb, Vec<Run>) {
     }
     let runs = vault.runs("c", "db");
     vault.close().expect("close");
-    assert!(runs.iter().map(|r| r.location.segment).max() >= Some(3), "history spans several segments");
+    assert!(
+        runs.iter().map(|r| r.location().expect("log run").segment).max() >= Some(3),
+        "history spans several segments"
+    );
     (vault_dir, model, runs)
 }
 
@@ -49,7 +52,7 @@ fn flip(path: &Path, offset: u64) {
 fn a_flipped_record_header_in_a_sealed_segment_fails_the_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (vault_dir, _, runs) = build(dir.path());
-    let victim = runs[3].location;
+    let victim = runs[3].location().expect("log run");
     let path = segment_path(&vault_dir.join("l0"), victim.segment);
     flip(&path, victim.offset + 30);
     let err = Vault::open(&vault_dir, config()).err().expect("open must fail");
@@ -66,7 +69,7 @@ fn a_flipped_record_header_in_a_sealed_segment_fails_the_open() {
 fn a_flipped_payload_byte_in_a_sealed_segment_is_never_restored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (vault_dir, _, runs) = build(dir.path());
-    let victim = runs[2].location;
+    let victim = runs[2].location().expect("log run");
     flip(&segment_path(&vault_dir.join("l0"), victim.segment), victim.offset + 200);
     // The open reads headers only for sealed segments, but the page-checksum map rebuild
     // (the map was clean, so no rebuild) or any read of the payload must refuse it.
@@ -96,10 +99,10 @@ fn damage_before_a_later_batch_in_the_last_segment_fails_the_open() {
     }
     let runs = vault.runs("c", "db");
     vault.close().expect("close");
-    let last_segment = runs.last().expect("runs").location.segment;
-    let in_last: Vec<&Run> = runs.iter().filter(|r| r.location.segment == last_segment).collect();
+    let last_segment = runs.last().expect("runs").location().expect("log run").segment;
+    let in_last: Vec<&Run> = runs.iter().filter(|r| r.location().expect("log run").segment == last_segment).collect();
     assert!(in_last.len() >= 2, "the last segment holds several batches");
-    flip(&segment_path(&vault_dir.join("l0"), last_segment), in_last[0].location.offset + 150);
+    flip(&segment_path(&vault_dir.join("l0"), last_segment), in_last[0].location().expect("log run").offset + 150);
     let err = Vault::open(&vault_dir, config()).err().expect("open must fail");
     assert!(err.to_string().contains("acknowledged"), "{err}");
 }
@@ -109,12 +112,12 @@ fn a_torn_last_batch_is_cut_and_the_vault_carries_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (vault_dir, model, runs) = build(dir.path());
     let last = runs.last().expect("runs");
-    let path = segment_path(&vault_dir.join("l0"), last.location.segment);
+    let path = segment_path(&vault_dir.join("l0"), last.location().expect("log run").segment);
     // A crash mid-write: the last record's tail never reached the disk, and some garbage
     // of a batch that was being written lies after it.
     let file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
-    file.write_all_at(&[0u8; 64], last.location.offset + 120).expect("tear");
-    file.write_all_at(&[0xAB; 100], last.location.offset + 4096).expect("garbage");
+    file.write_all_at(&[0u8; 64], last.location().expect("log run").offset + 120).expect("tear");
+    file.write_all_at(&[0xAB; 100], last.location().expect("log run").offset + 4096).expect("garbage");
     drop(file);
 
     let vault = Vault::open(&vault_dir, config()).expect("a torn tail still opens");

@@ -5,6 +5,7 @@
 pub mod pagesums;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::ltx::{Checksum, TxId};
@@ -27,9 +28,21 @@ impl std::fmt::Display for Position {
     }
 }
 
-/// One stored piece of history: an uploaded LTX file (level 0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a run is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A record of the L0 log.
+    Log(Location),
+    /// A level file.
+    File(PathBuf),
+}
+
+/// One stored piece of history, of any level: an upload in the L0 log, or an L1/L2 file
+/// that compacts a window of the level below. The unit restores and compactions read.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Run {
+    /// 0 for an upload in the log, 1 or 2 for a compaction level.
+    pub level: u8,
     /// First TXID.
     pub min_txid: TxId,
     /// Last TXID.
@@ -38,14 +51,32 @@ pub struct Run {
     pub timestamp_ms: i64,
     /// Database size in pages after the run.
     pub commit: u32,
-    /// Database checksum before the run.
+    /// Database checksum before the run (none for a snapshot).
     pub pre_apply: Checksum,
     /// Database checksum after the run.
     pub post_apply: Checksum,
-    /// Where its record is.
-    pub location: Location,
-    /// Payload bytes.
+    /// Stored bytes (payload or file).
     pub bytes: u64,
+    /// Where it is.
+    pub source: Source,
+}
+
+impl Run {
+    /// The log record of a level-0 run.
+    pub fn location(&self) -> Option<Location> {
+        match &self.source {
+            Source::Log(location) => Some(*location),
+            Source::File(_) => None,
+        }
+    }
+
+    /// The file of a level run.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.source {
+            Source::File(path) => Some(path),
+            Source::Log(_) => None,
+        }
+    }
 }
 
 /// Identifies a database: cluster and name.
@@ -79,7 +110,7 @@ pub struct DbState {
     /// The page-checksum map at `pending`.
     pub sums: PageSums,
     /// Compaction levels: index 0 holds L1 runs, index 1 L2 runs, each ordered by TXID.
-    pub levels: Vec<Vec<crate::compact::LevelRun>>,
+    pub levels: Vec<Vec<Run>>,
     /// What the map vouched for when it was opened (used once, at vault open).
     pub clean_point: Option<pagesums::CleanPoint>,
 }
@@ -88,13 +119,13 @@ impl DbState {
     /// Records a durable run (from an acknowledged write or from recovery), keeping runs
     /// ordered, and moves `durable` and the HWM forward.
     pub fn add_durable(&mut self, run: Run) {
-        let at = self.runs.partition_point(|r| r.min_txid < run.min_txid);
-        self.runs.insert(at, run);
         if run.max_txid > self.durable.txid {
             self.durable = Position { txid: run.max_txid, checksum: run.post_apply };
             self.durable_commit = run.commit;
         }
         self.hwm = self.hwm.max(run.max_txid);
+        let at = self.runs.partition_point(|r| r.min_txid < run.min_txid);
+        self.runs.insert(at, run);
     }
 }
 
