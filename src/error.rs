@@ -89,7 +89,7 @@ pub enum Error {
     Poisoned(String),
 
     /// Another process holds the vault.
-    #[error("vault {} is in use by {holder}; stop it or use --endpoint to talk to it", dir.display())]
+    #[error("vault {} is in use by {holder}; stop that process first (only one process may open a vault)", dir.display())]
     Locked {
         /// The vault directory.
         dir: PathBuf,

@@ -591,7 +591,10 @@ impl Vault {
         self.shutdown()
     }
 
+    /// Stops the threads and marks the maps clean, once: `close` runs it and `Drop` finds
+    /// nothing left to do.
     fn shutdown(&mut self) -> Result<()> {
+        let Some(writer) = self.writer.take() else { return Ok(()) };
         {
             let (flag, wake) = &*self.stop;
             *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
@@ -603,9 +606,7 @@ impl Vault {
             }
         }
         self.queue.take();
-        if let Some(writer) = self.writer.take()
-            && writer.join().is_err()
-        {
+        if writer.join().is_err() {
             self.poison.poison("the log writer panicked".into());
         }
         if self.poison.reason().is_some() {

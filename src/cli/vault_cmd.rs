@@ -178,7 +178,7 @@ pub(crate) fn info(args: DbArgs, json: bool) -> Result<ExitCode> {
 }
 
 pub(crate) fn import(args: DbArgs, replica: PathBuf) -> Result<ExitCode> {
-    std::fs::create_dir_all(&args.data).map_err(|e| Error::io(format!("create {}", args.data.display()), e))?;
+    // Vault::open creates the directory, readable by its owner only.
     let vault = Vault::open(&args.data, VaultConfig { background_compaction: false, ..VaultConfig::default() })?;
     let bar = progress_bar("importing", "files");
     let report = import_litestream(&vault, &args.cluster, &args.db, &replica, |done, total| {

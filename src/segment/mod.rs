@@ -127,11 +127,6 @@ impl Segments {
         Ok(map)
     }
 
-    /// Forgets the mapping of a segment (before it is deleted or rewritten).
-    pub fn forget(&self, id: u64) {
-        self.maps.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
-    }
-
     /// The segment holding the record at `loc` and the byte range of its payload, with
     /// header and payload checksums verified: for readers that keep several payloads open
     /// at once (a merge).
