@@ -29,8 +29,11 @@ use crate::io::{MappedFile, TempFile, sync_dir};
 use crate::ltx::format::{HEADER_SIZE, TRAILER_SIZE};
 use crate::ltx::{Checksum, Decoder, Encoder, Format, Header, PageMerge, Trailer, TxId};
 
-/// Windows of each compaction level, in ms: L1, L2.
-pub const DEFAULT_LEVEL_INTERVALS_MS: [i64; 2] = [60_000, 3_600_000];
+/// Windows of each compaction level, in ms: L1, L2, L3.
+pub const DEFAULT_LEVEL_INTERVALS_MS: [i64; 3] = [60_000, 3_600_000, 86_400_000];
+/// How long each level keeps its restore points, in ms: L0 a day, L1 to L3 30 days.
+pub const DEFAULT_RETENTION_MS: [Option<i64>; 4] =
+    [Some(86_400_000), Some(30 * 86_400_000), Some(30 * 86_400_000), Some(30 * 86_400_000)];
 /// How long after a window's end the clock must be before a quiet database's window closes.
 pub const DEFAULT_GRACE_MS: i64 = 5_000;
 

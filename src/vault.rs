@@ -22,7 +22,8 @@ use crate::catalog::pagesums::{CleanPoint, PageSums};
 use crate::catalog::{Catalog, DbKey, DbState, Position, Run, Source, lock};
 use crate::clock::{Clock, SystemClock};
 use crate::compact::{
-    Compactor, DEFAULT_GRACE_MS, DEFAULT_LEVEL_INTERVALS_MS, load_level_file, parse_level_file_name, read_db_name,
+    Compactor, DEFAULT_GRACE_MS, DEFAULT_LEVEL_INTERVALS_MS, DEFAULT_RETENTION_MS, load_level_file,
+    parse_level_file_name, read_db_name,
 };
 use crate::error::{Error, Result};
 use crate::ingest::{
@@ -52,13 +53,27 @@ pub struct VaultConfig {
     pub max_upload_bytes: u64,
     /// How long an upload waits for room in a full queue before `Busy`.
     pub enqueue_timeout: Duration,
-    /// Window of each compaction level in ms: L1, L2.
+    /// Window of each compaction level in ms: L1, L2, L3 (an L3 window is the span one
+    /// database image closes, a day by default).
     pub level_intervals_ms: Vec<i64>,
+    /// How long each level keeps its restore points, in ms: L0, L1, L2, L3. `None` keeps a
+    /// level forever. See `retention` for what is deleted and when.
+    pub retention_ms: Vec<Option<i64>>,
+    /// Time between two retention passes of the background thread.
+    pub retention_every: Duration,
     /// How long past a window's end a quiet database's window stays open.
     pub compaction_grace_ms: i64,
     /// Run one compactor thread per level. Off, compaction runs only through
     /// [`Vault::compact_now`].
     pub background_compaction: bool,
+}
+
+impl VaultConfig {
+    /// Keeps every level forever (`--retention off`).
+    pub fn retention_off(mut self) -> Self {
+        self.retention_ms = vec![None; DEFAULT_RETENTION_MS.len()];
+        self
+    }
 }
 
 impl Default for VaultConfig {
@@ -71,6 +86,8 @@ impl Default for VaultConfig {
             max_upload_bytes: 1 << 30,
             enqueue_timeout: Duration::from_secs(10),
             level_intervals_ms: DEFAULT_LEVEL_INTERVALS_MS.to_vec(),
+            retention_ms: DEFAULT_RETENTION_MS.to_vec(),
+            retention_every: Duration::from_secs(60),
             compaction_grace_ms: DEFAULT_GRACE_MS,
             background_compaction: true,
         }
@@ -108,6 +125,23 @@ pub struct DbInfo {
     /// Oldest and newest restorable TXIDs with their timestamps (ms).
     pub oldest: Option<(TxId, i64)>,
     /// See `oldest`.
+    pub newest: Option<(TxId, i64)>,
+    /// What each level holds: L0, L1, L2, L3.
+    pub levels: Vec<LevelInfo>,
+}
+
+/// What one level holds for a database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LevelInfo {
+    /// 0 for the log, then 1, 2, 3.
+    pub level: u8,
+    /// Stored pieces (uploads, level files or images).
+    pub pieces: usize,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Oldest restore point this level gives: TXID and timestamp (ms).
+    pub oldest: Option<(TxId, i64)>,
+    /// Newest restore point this level gives.
     pub newest: Option<(TxId, i64)>,
 }
 
@@ -484,6 +518,17 @@ impl Vault {
                 bytes: state.runs.iter().map(|r| r.bytes).sum(),
                 oldest: state.runs.first().map(|r| (r.max_txid, r.timestamp_ms)),
                 newest: state.runs.last().map(|r| (r.max_txid, r.timestamp_ms)),
+                levels: std::iter::once(&state.runs)
+                    .chain(state.levels.iter())
+                    .enumerate()
+                    .map(|(level, runs)| LevelInfo {
+                        level: level as u8,
+                        pieces: runs.len(),
+                        bytes: runs.iter().map(|r| r.bytes).sum(),
+                        oldest: runs.first().map(|r| (r.max_txid, r.timestamp_ms)),
+                        newest: runs.last().map(|r| (r.max_txid, r.timestamp_ms)),
+                    })
+                    .collect(),
             });
         }
         out
