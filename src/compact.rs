@@ -1,5 +1,6 @@
 //! Compaction levels: L1 files hold one time window of L0 runs each (default 1 minute),
-//! L2 files one window of L1 files (default 1 hour). Every level file is an LTX v1 file,
+//! L2 files one window of L1 files (default 1 hour), and L3 is one database image per
+//! window of L2 files (default a day; see `image`). Every level file is an LTX v1 file,
 //! uncompressed, with the vault's own pre/post-apply checksums, so a restore reads its
 //! pages straight from an mmap.
 //!
@@ -146,8 +147,8 @@ pub fn ends_checksum(header: &[u8; HEADER_SIZE], trailer: &[u8; TRAILER_SIZE]) -
 }
 
 /// Reads a level file's header and trailer, checks them against the checksum its name
-/// carries and the format's header rules, and makes its [`Run`].
-pub fn load_level_file(path: &Path, level: u8, ends: u64) -> Result<Run> {
+/// carries and the format's header rules, and makes its [`Run`]; also returns the page size.
+pub fn load_level_file(path: &Path, level: u8, ends: u64) -> Result<(Run, u32)> {
     use std::os::unix::fs::FileExt;
     let corrupt = |reason: String| Error::Corrupt { file: path.to_path_buf(), offset: 0, reason };
     let file = std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
@@ -166,7 +167,7 @@ pub fn load_level_file(path: &Path, level: u8, ends: u64) -> Result<Run> {
     let header = crate::ltx::format::read_header(&header_bytes).map_err(|e| Error::from(e).in_file(path))?;
     header.validate(crate::ltx::Version::V1).map_err(|e| Error::from(e).in_file(path))?;
     let trailer = Trailer::decode(&trailer_bytes);
-    Ok(Run {
+    let run = Run {
         level,
         min_txid: header.min_txid,
         max_txid: header.max_txid,
@@ -176,7 +177,8 @@ pub fn load_level_file(path: &Path, level: u8, ends: u64) -> Result<Run> {
         post_apply: trailer.post_apply_checksum,
         bytes: len,
         source: Source::File(path.to_path_buf()),
-    })
+    };
+    Ok((run, header.page_size))
 }
 
 /// What one compaction output must say about itself; the inputs are its pages' source.
@@ -259,45 +261,90 @@ pub struct Compactor {
     pub clock: std::sync::Arc<dyn crate::clock::Clock>,
     /// One pass of a level at a time (a compactor thread and `compact_now` may both run).
     pub passes: Vec<std::sync::Mutex<()>>,
+    /// Corruption found while compacting (an L3 image whose checksum does not match).
+    pub corruptions: std::sync::atomic::AtomicU64,
 }
 
 impl Compactor {
-    /// One pass of `level` (1-based) over every database; returns the files written.
+    /// One pass of `level` (1-based) over every database; returns the files written. A
+    /// database whose compaction fails is logged and left at its last good file; the pass
+    /// goes on with the others and returns the first error at the end.
     pub fn run_level(&self, level: u8) -> Result<usize> {
         let index = usize::from(level) - 1;
         let Some(&interval) = self.intervals_ms.get(index) else { return Ok(0) };
         let _pass = self.passes.get(index).map(|m| m.lock().unwrap_or_else(|e| e.into_inner()));
         let mut written = 0;
+        let mut first_error = None;
         for key in self.catalog.keys() {
-            let Some(state) = self.catalog.get(&key) else { continue };
-            let (below, page_size) = {
-                let state = crate::catalog::lock(&state);
-                let done = state.levels.get(index).and_then(|l| l.last()).map_or(TxId::ZERO, |r| r.max_txid);
-                let level_below = if index == 0 { &state.runs } else { &state.levels[index - 1] };
-                let below: Vec<Run> = level_below.iter().filter(|r| r.max_txid > done).cloned().collect();
-                (below, state.page_size)
-            };
-            let spans: Vec<Span> =
-                below.iter().map(|r| Span { max_txid: r.max_txid, timestamp_ms: r.timestamp_ms }).collect();
-            for window in closed_windows(&spans, interval, self.grace_ms, self.clock.now_ms()) {
-                let group = &below[window];
-                let run = self.compact_window(level, &key, page_size, group)?;
-                let mut state = crate::catalog::lock(&state);
-                let list = &mut state.levels[index];
-                if list.last().is_none_or(|last| run.min_txid.follows(last.max_txid)) {
-                    list.push(run);
-                    written += 1;
-                } else if let Some(path) = run.path() {
-                    // Cannot happen while passes of a level are serialized; a file that
-                    // does not extend the level must not stay where the next open finds it.
-                    let _ = std::fs::remove_file(path);
+            match self.run_level_of(level, interval, &key) {
+                Ok(n) => written += n,
+                Err(e) => {
+                    if matches!(e, Error::Corrupt { .. }) {
+                        self.corruptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    tracing::error!(level, cluster = %key.cluster, db = %key.db, error = %e, "compaction failed; the level is not advanced");
+                    first_error.get_or_insert(e);
                 }
+            }
+        }
+        first_error.map_or(Ok(written), Err)
+    }
+
+    fn run_level_of(&self, level: u8, interval: i64, key: &crate::catalog::DbKey) -> Result<usize> {
+        let index = usize::from(level) - 1;
+        let Some(state) = self.catalog.get(key) else { return Ok(0) };
+        let (below, page_size) = {
+            let state = crate::catalog::lock(&state);
+            let done = state.levels.get(index).and_then(|l| l.last()).map_or(TxId::ZERO, |r| r.max_txid);
+            let level_below = if index == 0 { &state.runs } else { &state.levels[index - 1] };
+            let below: Vec<Run> = level_below.iter().filter(|r| r.max_txid > done).cloned().collect();
+            (below, state.page_size)
+        };
+        let spans: Vec<Span> =
+            below.iter().map(|r| Span { max_txid: r.max_txid, timestamp_ms: r.timestamp_ms }).collect();
+        let mut written = 0;
+        for window in closed_windows(&spans, interval, self.grace_ms, self.clock.now_ms()) {
+            let group = &below[window];
+            let previous = crate::catalog::lock(&state).levels[index].last().cloned();
+            if let Some(first) = group.first()
+                && !first.min_txid.follows(previous.as_ref().map_or(TxId::ZERO, |p| p.max_txid))
+            {
+                return Err(Error::Corrupt {
+                    file: self.levels_dir.clone(),
+                    offset: 0,
+                    reason: format!(
+                        "L{level} of {}/{} would start at TXID {}, which does not follow its last file",
+                        key.cluster, key.db, first.min_txid
+                    ),
+                });
+            }
+            let run = self.compact_window(level, key, page_size, group, previous.as_ref())?;
+            let mut state = crate::catalog::lock(&state);
+            let list = &mut state.levels[index];
+            let extends = |last: &Run| match level {
+                3 => run.max_txid > last.max_txid,
+                _ => run.min_txid.follows(last.max_txid),
+            };
+            if list.last().is_none_or(extends) {
+                list.push(run);
+                written += 1;
+            } else if let Some(path) = run.path() {
+                // Cannot happen while passes of a level are serialized; a file that
+                // does not extend the level must not stay where the next open finds it.
+                let _ = std::fs::remove_file(path);
             }
         }
         Ok(written)
     }
 
-    fn compact_window(&self, level: u8, key: &crate::catalog::DbKey, page_size: u32, group: &[Run]) -> Result<Run> {
+    fn compact_window(
+        &self,
+        level: u8,
+        key: &crate::catalog::DbKey,
+        page_size: u32,
+        group: &[Run],
+        previous: Option<&Run>,
+    ) -> Result<Run> {
         let mut maps = Vec::with_capacity(group.len());
         for input in group {
             maps.push(match &input.source {
@@ -307,11 +354,17 @@ impl Compactor {
                     let len = map.len();
                     (map, 0..len)
                 }
+                Source::Image(path) => {
+                    return Err(Error::Invalid(format!("{} is an image, not an input of L{level}", path.display())));
+                }
             });
         }
-        let payloads: Vec<&[u8]> = maps.iter().map(|(map, range)| &map[range.clone()]).collect();
         let (first, last) = (&group[0], &group[group.len() - 1]);
         let dir = ensure_db_dir(&self.levels_dir, &key.cluster, &key.db)?;
+        if level == 3 {
+            return crate::image::write_image(&dir, page_size, previous, &maps, last);
+        }
+        let payloads: Vec<&[u8]> = maps.iter().map(|(map, range)| &map[range.clone()]).collect();
         let out = Output {
             level,
             dir: &dir,

@@ -10,12 +10,14 @@ pub mod cli;
 pub mod clock;
 pub mod compact;
 pub mod error;
+pub mod image;
 pub mod import;
 pub mod ingest;
 pub mod io;
 pub mod ltx;
 pub mod names;
 pub mod restore;
+pub mod retention;
 pub mod segment;
 pub mod vault;
 

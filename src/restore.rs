@@ -71,9 +71,8 @@ pub struct Plan {
 }
 
 /// Resolves `target` against a database's stored pieces (any order, any level) and picks
-/// the fewest inputs that rebuild it: from TXID 1, at each step the longest stored piece
-/// that starts there and does not pass the point (between equal spans, the level file: it
-/// is read once, where a log record is checksummed and then decoded).
+/// the cheapest chain of inputs that rebuilds it (see [`cheapest_path`]): typically the
+/// newest image at or before the point, then L2, L1 and L0 pieces up to it.
 pub fn plan(pieces: &[Run], target: Target) -> Result<Plan> {
     // Restorable points: the end of every piece; the finest level that has one says the
     // granularity there.
@@ -120,27 +119,11 @@ pub fn plan(pieces: &[Run], target: Target) -> Result<Plan> {
             }
         },
     };
-    let mut by_start: BTreeMap<TxId, Vec<&Run>> = BTreeMap::new();
-    for piece in pieces {
-        by_start.entry(piece.min_txid).or_default().push(piece);
-    }
-    let mut inputs = Vec::new();
-    let mut at = TxId::ZERO;
-    while at < point.max_txid {
-        let next = TxId(at.0 + 1);
-        let best = by_start
-            .get(&next)
-            .and_then(|c| c.iter().filter(|p| p.max_txid <= point.max_txid).max_by_key(|p| (p.max_txid, p.level)));
-        let Some(best) = best else {
-            return Err(Error::Corrupt {
-                file: "catalog".into(),
-                offset: 0,
-                reason: format!("no stored piece starts at TXID {next} on the way to TXID {}", point.max_txid),
-            });
-        };
-        inputs.push((*best).clone());
-        at = best.max_txid;
-    }
+    let inputs = cheapest_path(pieces, point.max_txid).ok_or_else(|| Error::Corrupt {
+        file: "catalog".into(),
+        offset: 0,
+        reason: format!("no chain of stored pieces leads from TXID 1 to TXID {}", point.max_txid),
+    })?;
     Ok(Plan {
         txid: point.max_txid,
         checksum: point.post_apply,
@@ -152,27 +135,88 @@ pub fn plan(pieces: &[Run], target: Target) -> Result<Plan> {
     })
 }
 
+/// What reading one input costs a restore beyond its bytes (opening, mapping, checking),
+/// in bytes: it makes the planner prefer one large piece over many small ones that add up
+/// to the same size.
+const INPUT_COST_BYTES: u64 = 64 << 10;
+
+/// The cheapest chain of pieces from TXID 1 to `end`, oldest first: each piece starts right
+/// after the previous one ends. Cost is bytes read plus [`INPUT_COST_BYTES`] per piece;
+/// between chains of equal cost, the one ending in the coarser level (an image, then a
+/// level file, then a log record). Pieces sorted by their first TXID reach every chain
+/// end before it is extended, so one pass finds the cheapest chain.
+fn cheapest_path(pieces: &[Run], end: TxId) -> Option<Vec<Run>> {
+    let mut order: Vec<&Run> = pieces.iter().filter(|p| p.max_txid <= end).collect();
+    order.sort_by_key(|p| (p.min_txid, p.max_txid));
+    // Chain end -> (cost, -level of the last piece, that piece's index in `order`).
+    let mut best: BTreeMap<TxId, (u64, i16, Option<usize>)> = BTreeMap::new();
+    best.insert(TxId::ZERO, (0, 0, None));
+    for (i, piece) in order.iter().enumerate() {
+        let Some(&(cost, _, _)) = piece.min_txid.0.checked_sub(1).and_then(|from| best.get(&TxId(from))) else {
+            continue;
+        };
+        let candidate =
+            (cost.saturating_add(piece.bytes).saturating_add(INPUT_COST_BYTES), -i16::from(piece.level), Some(i));
+        let entry = best.entry(piece.max_txid).or_insert(candidate);
+        if (candidate.0, candidate.1) < (entry.0, entry.1) {
+            *entry = candidate;
+        }
+    }
+    let mut chain = Vec::new();
+    let mut at = end;
+    while at != TxId::ZERO {
+        let (_, _, Some(i)) = *best.get(&at)? else { return None };
+        chain.push(order[i].clone());
+        at = TxId(order[i].min_txid.0.checked_sub(1)?);
+    }
+    chain.reverse();
+    Some(chain)
+}
+
 /// Pages written between two releases of the inputs' consumed bytes.
 const RELEASE_EVERY_PAGES: usize = 2048;
 
 /// One input of a restore: a mapped file and the byte range of its LTX payload.
 pub type Input = (Arc<MappedFile>, std::ops::Range<usize>);
 
-/// Merges the planned inputs (oldest first) onto `out`, which must be empty: chunks of
-/// [`MERGE_FAN_IN`], each written page by page and cut to its Commit. `progress` hears the
-/// number of pages written so far, now and then. Bytes the decoders
-/// have gone past are released from this process's mappings as the merge goes, so memory
-/// stays flat whatever the database size.
-pub fn execute(out: &File, inputs: &[Input], page_size: u32, progress: &mut dyn FnMut(u64)) -> Result<()> {
+/// A database image a restore starts from: the file and the bytes of it that are the
+/// database (an L3 image carries a footer after them).
+pub struct Base<'a> {
+    /// The image.
+    pub file: &'a File,
+    /// Database bytes at its start.
+    pub bytes: u64,
+}
+
+/// Writes the restored database onto `out`, which must be empty: first the base image, if
+/// any, with a kernel copy; then the planned inputs (oldest first) merged in chunks of
+/// [`MERGE_FAN_IN`], each chunk's pages written once (runs of adjacent pages in one call)
+/// and the file cut to the chunk's Commit. `progress` hears the number of pages written
+/// so far, now and then. Bytes the decoders have gone past are released from this
+/// process's mappings as the merge goes, so memory stays flat whatever the database size.
+pub fn execute(
+    out: &File,
+    base: Option<Base<'_>>,
+    inputs: &[Input],
+    page_size: u32,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    if let Some(base) = base {
+        let copied = crate::io::copy_range(base.file, out, base.bytes)?;
+        if copied != base.bytes {
+            return Err(Error::Invalid(format!("base image ended after {copied} of {} bytes", base.bytes)));
+        }
+        progress(base.bytes / u64::from(page_size));
+    }
     let mut total_written = 0u64;
+    let mut writer = PageWriter::new(out);
     for chunk in inputs.chunks(MERGE_FAN_IN) {
         let decoders =
             chunk.iter().map(|(map, range)| Decoder::new(&map[range.clone()])).collect::<Result<Vec<_>, _>>()?;
         let mut merge = PageMerge::new(decoders, page_size)?;
         let mut written = 0usize;
         while let Some(page) = merge.next_page()? {
-            out.write_all_at(page.data, page.pgno.file_offset(page_size))
-                .map_err(|e| Error::io(format!("write page {}", page.pgno), e))?;
+            writer.write(page.pgno.file_offset(page_size), page.data)?;
             written += 1;
             total_written += 1;
             if written.is_multiple_of(RELEASE_EVERY_PAGES) {
@@ -180,10 +224,49 @@ pub fn execute(out: &File, inputs: &[Input], page_size: u32, progress: &mut dyn 
                 progress(total_written);
             }
         }
+        writer.flush()?;
         out.set_len(u64::from(merge.commit()) * u64::from(page_size))
             .map_err(|e| Error::io("set the restored database's length", e))?;
     }
     Ok(())
+}
+
+/// Gathers pages that follow each other in the file into one write of up to 1 MiB: a
+/// restore of a fresh snapshot is then a few hundred writes instead of one per page.
+struct PageWriter<'a> {
+    file: &'a File,
+    buf: Vec<u8>,
+    at: u64,
+}
+
+impl<'a> PageWriter<'a> {
+    const CAPACITY: usize = 1 << 20;
+
+    fn new(file: &'a File) -> Self {
+        PageWriter { file, buf: Vec::with_capacity(Self::CAPACITY), at: 0 }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let follows = offset == self.at + self.buf.len() as u64;
+        if !self.buf.is_empty() && (!follows || self.buf.len() + data.len() > Self::CAPACITY) {
+            self.flush()?;
+        }
+        if self.buf.is_empty() {
+            self.at = offset;
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.file
+                .write_all_at(&self.buf, self.at)
+                .map_err(|e| Error::io(format!("write the restored database at byte {}", self.at), e))?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
 }
 
 /// Releases what each decoder has read past (see [`MappedFile::release`]).

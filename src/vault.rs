@@ -11,7 +11,7 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -166,6 +166,8 @@ pub struct Vault {
     segments: Arc<Segments>,
     compactor: Arc<Compactor>,
     compactor_threads: Vec<JoinHandle<()>>,
+    /// Restores hold it shared while they read; retention holds it to delete.
+    gate: Arc<RwLock<()>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
     queue: Option<Sender<WriteRequest>>,
     writer: Option<JoinHandle<()>>,
@@ -204,22 +206,39 @@ impl Vault {
         let recovered = recover(&log_dir)?;
         let segments = Arc::new(Segments::new(&log_dir));
         let catalog = Arc::new(Catalog::default());
+        let levels_dir = dir.join("levels");
+        make_dir(&levels_dir)?;
+        load_levels(&levels_dir, &catalog, &sums_dir)?;
         for found in &recovered.records {
             let h = &found.header;
             let key = DbKey { cluster: h.cluster.clone(), db: h.db.clone() };
             let state = catalog.get_or_create(&key, || new_state(&sums_dir, &key))?;
             let mut state = lock(&state);
-            let continues = if state.durable.txid == TxId::ZERO {
-                h.min_txid == TxId(1)
-            } else {
-                h.min_txid.follows(state.durable.txid) && h.pre_apply == state.durable.checksum
+            let continues = match state.runs.last() {
+                Some(last) => h.min_txid.follows(last.max_txid) && h.pre_apply == last.post_apply,
+                // The first record kept in the log starts the history, or continues a level
+                // piece (retention deleted the records before it).
+                None => {
+                    h.min_txid == TxId(1)
+                        || state
+                            .levels
+                            .iter()
+                            .flatten()
+                            .any(|p| h.min_txid.follows(p.max_txid) && h.pre_apply == p.post_apply)
+                }
             };
             if !continues {
+                // A record of expired history that shares a kept segment with newer
+                // records of other databases: the levels hold it already.
+                let covered = state.levels.iter().flatten().any(|p| p.max_txid >= h.max_txid);
+                if state.runs.is_empty() && covered {
+                    continue;
+                }
                 return Err(Error::Corrupt {
                     file: crate::segment::segment_path(&log_dir, found.location.segment),
                     offset: found.location.offset,
                     reason: format!(
-                        "record for {}/{} at TXID {}..{} does not continue position {}",
+                        "record for {}/{} at TXID {}..{} does not continue the stored history (at {})",
                         h.cluster, h.db, h.min_txid, h.max_txid, state.durable
                     ),
                 });
@@ -232,13 +251,11 @@ impl Vault {
         }
         for key in catalog.keys() {
             if let Some(state) = catalog.get(&key) {
-                rebuild_sums_if_needed(&segments, &key, &mut lock(&state))?;
+                let mut state = lock(&state);
+                settle_position(&mut state);
+                rebuild_sums_if_needed(&segments, &key, &mut state)?;
             }
         }
-        let levels_dir = dir.join("levels");
-        make_dir(&levels_dir)?;
-        load_levels(&levels_dir, &catalog, &sums_dir)?;
-
         let (engine, note) = match engine {
             Some(engine) => (engine, None),
             None => open_engine(config.io)?,
@@ -299,6 +316,7 @@ impl Vault {
             grace_ms: config.compaction_grace_ms,
             clock: clock.clone(),
             passes: config.level_intervals_ms.iter().map(|_| Mutex::new(())).collect(),
+            corruptions: Default::default(),
         });
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let mut compactor_threads = Vec::new();
@@ -312,6 +330,22 @@ impl Vault {
                 compactor_threads.push(handle);
             }
         }
+        let gate = Arc::new(RwLock::new(()));
+        if config.background_compaction {
+            let retention = Retention {
+                catalog: catalog.clone(),
+                segments: segments.clone(),
+                retention_ms: config.retention_ms.clone(),
+                clock: clock.clone(),
+                gate: gate.clone(),
+            };
+            let (stop, every) = (stop.clone(), config.retention_every);
+            let handle = std::thread::Builder::new()
+                .name("ltxvault-retention".into())
+                .spawn(move || retention_loop(&retention, every, &stop))
+                .map_err(|e| Error::io("start the retention thread", e))?;
+            compactor_threads.push(handle);
+        }
         let (tx, rx) = crossbeam::channel::bounded(config.queue_capacity);
         let writer = std::thread::Builder::new()
             .name("ltxvault-l0-writer".into())
@@ -324,6 +358,7 @@ impl Vault {
             segments,
             compactor,
             compactor_threads,
+            gate,
             stop,
             queue: Some(tx),
             writer: Some(writer),
@@ -342,6 +377,26 @@ impl Vault {
     /// Which I/O engine the log writer uses (and why, if it fell back).
     pub fn io_engine(&self) -> &str {
         &self.engine_note
+    }
+
+    /// Runs one retention pass now, in the calling thread (the background thread does the
+    /// same every `retention_every`): deletes what no promised restore point needs; see
+    /// `retention`.
+    pub fn retain_now(&self) -> Result<RetentionReport> {
+        Retention {
+            catalog: self.catalog.clone(),
+            segments: self.segments.clone(),
+            retention_ms: self.config.retention_ms.clone(),
+            clock: self.clock.clone(),
+            gate: self.gate.clone(),
+        }
+        .run()
+    }
+
+    /// Corruption the compactors have found since the vault opened (an image whose database
+    /// checksum does not match the one recorded for its last transaction).
+    pub fn corruptions(&self) -> u64 {
+        self.compactor.corruptions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Why the vault is poisoned, if it is.
@@ -516,8 +571,8 @@ impl Vault {
                 commit: state.durable_commit,
                 runs: state.runs.len(),
                 bytes: state.runs.iter().map(|r| r.bytes).sum(),
-                oldest: state.runs.first().map(|r| (r.max_txid, r.timestamp_ms)),
-                newest: state.runs.last().map(|r| (r.max_txid, r.timestamp_ms)),
+                oldest: pieces_of(&state).iter().min_by_key(|r| r.max_txid).map(|r| (r.max_txid, r.timestamp_ms)),
+                newest: pieces_of(&state).iter().max_by_key(|r| r.max_txid).map(|r| (r.max_txid, r.timestamp_ms)),
                 levels: std::iter::once(&state.runs)
                     .chain(state.levels.iter())
                     .enumerate()
@@ -591,36 +646,14 @@ impl Vault {
         force: bool,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<RestoreSummary> {
+        // Retention waits until this restore has read its inputs.
+        let _reading = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let (plan, page_size) = self.plan_restore(cluster, db, target)?;
         if !force && out.exists() {
             return Err(Error::Invalid(format!("{} exists; pass --force to replace it", out.display())));
         }
         let temp = TempFile::create(out)?;
-        let mut maps = Vec::with_capacity(plan.inputs.len());
-        for piece in &plan.inputs {
-            maps.push(match &piece.source {
-                Source::Log(location) => self.segments.payload(*location)?,
-                Source::File(path) => {
-                    let map = Arc::new(MappedFile::open(path)?);
-                    let len = map.len();
-                    (map, 0..len)
-                }
-            });
-        }
-        let total = u64::from(plan.commit);
-        restore::execute(temp.file(), &maps, page_size, &mut |done| progress(done.min(total), total))?;
-        progress(total, total);
-        let result = database_file_checksum(temp.path(), page_size)?;
-        if result != plan.checksum {
-            return Err(Error::Corrupt {
-                file: temp.path().to_path_buf(),
-                offset: 0,
-                reason: format!(
-                    "restored database has checksum {result}, the vault recorded {} for TXID {}",
-                    plan.checksum, plan.txid
-                ),
-            });
-        }
+        write_restore(&self.segments, &plan, page_size, temp.file(), temp.path(), progress)?;
         temp.commit()?;
         Ok(RestoreSummary {
             position: Position { txid: plan.txid, checksum: plan.checksum },
@@ -713,8 +746,24 @@ fn new_state(sums_dir: &Path, key: &DbKey) -> Result<DbState> {
     })
 }
 
+/// After recovery: if the level files reach further than the log (retention deleted every
+/// record of a quiet database), the newest level piece is the position.
+fn settle_position(state: &mut DbState) {
+    let Some(newest) = state.levels.iter().flatten().max_by_key(|p| p.max_txid).cloned() else { return };
+    if newest.max_txid <= state.durable.txid {
+        return;
+    }
+    state.durable = Position { txid: newest.max_txid, checksum: newest.post_apply };
+    state.durable_commit = newest.commit;
+    state.hwm = state.hwm.max(newest.max_txid);
+    state.pending = state.durable;
+    state.pending_commit = newest.commit;
+    state.pending_timestamp_ms = newest.timestamp_ms;
+}
+
 /// Checks that the page-checksum map is clean at the recovered position; otherwise
-/// rebuilds it from the log, verifying every run's post-apply checksum on the way.
+/// rebuilds it: from the log when it still holds the history from TXID 1 (verifying every
+/// run's post-apply checksum on the way), else from a restore of the latest point.
 fn rebuild_sums_if_needed(segments: &Segments, key: &DbKey, state: &mut DbState) -> Result<()> {
     let page_size = state.page_size;
     let expected = CleanPoint {
@@ -728,6 +777,10 @@ fn rebuild_sums_if_needed(segments: &Segments, key: &DbKey, state: &mut DbState)
     }
     state.sums.ensure_dirty()?;
     state.sums.resize(0)?;
+    if state.runs.first().is_none_or(|r| r.min_txid != TxId(1)) {
+        state.clean_point = None;
+        return rebuild_sums_from_restore(segments, key, state);
+    }
     let mut checksum = Checksum::EMPTY_DATABASE;
     let mut commit = 0;
     for run in state.runs.clone() {
@@ -761,6 +814,96 @@ fn rebuild_sums_if_needed(segments: &Segments, key: &DbKey, state: &mut DbState)
         commit = run.commit;
     }
     state.clean_point = None;
+    Ok(())
+}
+
+/// Rebuilds the page-checksum map from the database itself: restores the latest point to a
+/// temporary file next to the map (checked against the recorded checksum like any restore),
+/// then takes every page's checksum from it.
+fn rebuild_sums_from_restore(segments: &Segments, key: &DbKey, state: &mut DbState) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let page_size = state.page_size;
+    let plan = restore::plan(&pieces_of(state), Target::Latest)?;
+    let scratch = state.sums.path().with_extension("rebuild");
+    let temp = TempFile::create(&scratch)?;
+    write_restore(segments, &plan, page_size, temp.file(), temp.path(), &mut |_, _| {})?;
+    tracing::info!(cluster = %key.cluster, db = %key.db, txid = %plan.txid, "rebuilt the page-checksum map from a restore");
+    let lock_page = crate::ltx::PageNo::lock_page(page_size);
+    state.sums.resize(plan.commit)?;
+    let ps = page_size as usize;
+    let mut buf = vec![0u8; (1 << 20) / ps * ps];
+    let mut pgno = 1u32;
+    while pgno <= plan.commit {
+        let pages = ((plan.commit - pgno + 1) as usize).min(buf.len() / ps);
+        let chunk = &mut buf[..pages * ps];
+        temp.file()
+            .read_exact_at(chunk, u64::from(pgno - 1) * u64::from(page_size))
+            .map_err(|e| Error::io(format!("read {}", temp.path().display()), e))?;
+        for page in chunk.chunks_exact(ps) {
+            let p = crate::ltx::PageNo(pgno);
+            if p != lock_page {
+                state.sums.set(p, page_checksum(p, page));
+            }
+            pgno += 1;
+        }
+    }
+    let sum = state.sums.database_checksum(page_size);
+    if sum != plan.checksum {
+        return Err(Error::Corrupt {
+            file: state.sums.path().to_path_buf(),
+            offset: 0,
+            reason: format!("rebuilt page-checksum map sums to {sum}, the vault recorded {}", plan.checksum),
+        });
+    }
+    Ok(())
+}
+
+/// Writes the planned restore onto `file` (empty; at `path`) and checks the result's
+/// database checksum against the plan's.
+fn write_restore(
+    segments: &Segments,
+    plan: &Plan,
+    page_size: u32,
+    file: &File,
+    path: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<()> {
+    let (base, rest) = match plan.inputs.split_first() {
+        Some((first @ Run { source: Source::Image(image), .. }, rest)) => {
+            let opened = File::open(image).map_err(|e| Error::io(format!("open {}", image.display()), e))?;
+            (Some((opened, u64::from(first.commit) * u64::from(page_size))), rest)
+        }
+        _ => (None, &plan.inputs[..]),
+    };
+    let mut maps = Vec::with_capacity(rest.len());
+    for piece in rest {
+        maps.push(match &piece.source {
+            Source::Log(location) => segments.payload(*location)?,
+            Source::File(level_file) => {
+                let map = Arc::new(MappedFile::open(level_file)?);
+                let len = map.len();
+                (map, 0..len)
+            }
+            Source::Image(image) => {
+                return Err(Error::Invalid(format!("{} is an image past the start of a plan", image.display())));
+            }
+        });
+    }
+    let total = u64::from(plan.commit);
+    let base = base.as_ref().map(|(file, bytes)| restore::Base { file, bytes: *bytes });
+    restore::execute(file, base, &maps, page_size, &mut |done| progress(done.min(total), total))?;
+    progress(total, total);
+    let result = database_file_checksum(path, page_size)?;
+    if result != plan.checksum {
+        return Err(Error::Corrupt {
+            file: path.to_path_buf(),
+            offset: 0,
+            reason: format!(
+                "restored database has checksum {result}, the vault recorded {} for TXID {}",
+                plan.checksum, plan.txid
+            ),
+        });
+    }
     Ok(())
 }
 
@@ -819,6 +962,7 @@ fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<
         let (cluster, db) = read_db_name(&dir)?;
         let key = DbKey { cluster, db };
         let mut found: Vec<Run> = Vec::new();
+        let mut page_sizes: Vec<u32> = Vec::new();
         let files = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
         for file in files {
             let file = file.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
@@ -827,8 +971,22 @@ fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<
                 let _ = std::fs::remove_file(file.path());
                 continue;
             }
+            if let Some((max, sum)) = crate::image::parse_image_file_name(&name) {
+                let (run, page_size) = crate::image::load_image(&file.path(), sum)?;
+                page_sizes.push(page_size);
+                if run.max_txid != max {
+                    return Err(Error::Corrupt {
+                        file: file.path(),
+                        offset: 0,
+                        reason: format!("file name says TXID {max}, the footer {}", run.max_txid),
+                    });
+                }
+                found.push(run);
+                continue;
+            }
             let Some((level, min, max, ends)) = parse_level_file_name(&name) else { continue };
-            let run = load_level_file(&file.path(), level, ends)?;
+            let (run, page_size) = load_level_file(&file.path(), level, ends)?;
+            page_sizes.push(page_size);
             if (run.min_txid, run.max_txid) != (min, max) {
                 return Err(Error::Corrupt {
                     file: file.path(),
@@ -838,17 +996,36 @@ fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<
             }
             found.push(run);
         }
-        found.sort_by_key(|r| (r.level, r.min_txid));
+        found.sort_by_key(|r| (r.level, r.min_txid, r.max_txid));
         let state = catalog.get_or_create(&key, || new_state(sums_dir, &key))?;
         let mut state = lock(&state);
+        page_sizes.dedup();
+        match page_sizes[..] {
+            [] => {}
+            [page_size] => state.page_size = page_size,
+            _ => {
+                return Err(Error::Corrupt {
+                    file: dir.clone(),
+                    offset: 0,
+                    reason: format!(
+                        "level files of {}/{} disagree on the page size: {page_sizes:?}",
+                        key.cluster, key.db
+                    ),
+                });
+            }
+        }
         for run in found {
             let index = usize::from(run.level).saturating_sub(1);
             if index >= state.levels.len() {
                 continue;
             }
             let list = &mut state.levels[index];
+            let extends = |last: &Run| match run.source {
+                Source::Image(_) => run.max_txid > last.max_txid,
+                _ => run.min_txid.follows(last.max_txid),
+            };
             if let Some(last) = list.last()
-                && !run.min_txid.follows(last.max_txid)
+                && !extends(last)
             {
                 return Err(Error::Corrupt {
                     file: run.path().map(Path::to_path_buf).unwrap_or_default(),
@@ -863,6 +1040,121 @@ fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<
         }
     }
     Ok(())
+}
+
+/// What a retention pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Pieces of history dropped from the catalog (log records, level files, images).
+    pub pieces: usize,
+    /// Level files and images deleted.
+    pub files: usize,
+    /// Log segments deleted.
+    pub segments: usize,
+    /// Bytes of the pieces dropped.
+    pub bytes: u64,
+}
+
+/// The parts of the vault a retention pass works on.
+struct Retention {
+    catalog: Arc<Catalog>,
+    segments: Arc<Segments>,
+    retention_ms: Vec<Option<i64>>,
+    clock: Arc<dyn Clock>,
+    gate: Arc<RwLock<()>>,
+}
+
+impl Retention {
+    /// One pass: per database, drops the expired pieces from the catalog and deletes their
+    /// files oldest first (so a crash part way leaves each level contiguous); then deletes
+    /// the log segments before the first kept record of every database, oldest first,
+    /// never the newest segment (the writer's).
+    fn run(&self) -> Result<RetentionReport> {
+        let _deleting = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now_ms();
+        let mut report = RetentionReport::default();
+        for key in self.catalog.keys() {
+            let Some(state) = self.catalog.get(&key) else { continue };
+            let doomed: Vec<Run> = {
+                let mut state = lock(&state);
+                let lists: Vec<&[Run]> =
+                    std::iter::once(&state.runs[..]).chain(state.levels.iter().map(|l| &l[..])).collect();
+                let counts = crate::retention::expired(&lists, &self.retention_ms, now);
+                let mut doomed: Vec<Run> = state.runs.drain(..counts[0]).collect();
+                for (list, &n) in state.levels.iter_mut().zip(&counts[1..]) {
+                    doomed.extend(list.drain(..n));
+                }
+                doomed
+            };
+            let mut dirs = Vec::new();
+            for run in &doomed {
+                report.pieces += 1;
+                report.bytes += run.bytes;
+                if let Some(path) = run.path() {
+                    match std::fs::remove_file(path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io(format!("delete {}", path.display()), e)),
+                    }
+                    report.files += 1;
+                    if let Some(dir) = path.parent()
+                        && !dirs.contains(&dir)
+                    {
+                        dirs.push(dir);
+                    }
+                }
+            }
+            for dir in dirs {
+                crate::io::sync_dir(dir)?;
+            }
+        }
+        let ids = self.segments.ids()?;
+        let newest = ids.last().copied().unwrap_or(0);
+        let first_kept = self
+            .catalog
+            .keys()
+            .iter()
+            .filter_map(|key| self.catalog.get(key))
+            .filter_map(|state| lock(&state).runs.first().and_then(Run::location).map(|l| l.segment))
+            .min()
+            .unwrap_or(u64::MAX);
+        for id in ids.into_iter().take_while(|&id| id < newest && id < first_kept) {
+            self.segments.delete(id)?;
+            report.segments += 1;
+        }
+        if report.segments > 0 {
+            crate::io::sync_dir(self.segments.dir())?;
+        }
+        if report.pieces > 0 {
+            tracing::info!(
+                pieces = report.pieces,
+                files = report.files,
+                segments = report.segments,
+                bytes = report.bytes,
+                "retention pass"
+            );
+        }
+        Ok(report)
+    }
+}
+
+/// The retention thread: a pass every `every`, until stopped.
+fn retention_loop(retention: &Retention, every: Duration, stop: &(Mutex<bool>, Condvar)) {
+    let (flag, wake) = stop;
+    loop {
+        let stopped = flag.lock().unwrap_or_else(|e| e.into_inner());
+        if *stopped {
+            return;
+        }
+        let (stopped, _) = wake.wait_timeout(stopped, every).unwrap_or_else(|e| e.into_inner());
+        if *stopped {
+            return;
+        }
+        drop(stopped);
+        if let Err(e) = retention.run() {
+            tracing::error!(error = %e, "retention pass failed; will retry");
+        }
+    }
 }
 
 /// A compactor thread: one pass of its level, then sleep until woken or a second passes.

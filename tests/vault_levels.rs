@@ -46,7 +46,8 @@ fn compacted_history_restores_every_point() {
     vault.compact_now().expect("compact");
     let levels = vault.level_runs("c", "db");
     assert!(levels[0].len() > 5 && !levels[1].is_empty(), "L1 {} files, L2 {} files", levels[0].len(), levels[1].len());
-    for level in &levels {
+    assert!(levels[2].is_empty(), "the history spans less than a day: no image yet");
+    for level in &levels[..2] {
         assert_eq!(level.first().map(|r| r.min_txid), Some(TxId(1)));
         assert_eq!(level.last().map(|r| r.max_txid), Some(TxId(model.txid)), "every closed window is compacted");
         for pair in level.windows(2) {
@@ -144,4 +145,86 @@ fn damaged_level_files_are_never_used() {
     std::fs::write(file, &bytes).expect("damage the header");
     let err = Vault::open_with_clock(&vault_dir, config(), clock).err().expect("open must fail");
     assert!(err.to_string().contains(&file.display().to_string()), "{err}");
+}
+
+/// Days of history: one image per closed day, restores start from the newest image at or
+/// before the point (a kernel copy) and are byte-identical to the model; a damaged image
+/// is refused by the restore's final checksum, and the next day's image is not built on
+/// it (counted as corruption, the level stays where it was).
+#[test]
+fn daily_images_are_the_base_of_restores() {
+    let seed = seed("daily_images_are_the_base_of_restores", 33);
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault_dir = dir.path().join("vault");
+    let clock = ManualClock::new(0);
+    let vault = Vault::open_with_clock(&vault_dir, config(), clock.clone()).expect("open");
+    let mut model = ModelDb::new(1024);
+    model.timestamp_ms = 1_800_000_000_000;
+    let mut states: Vec<(u64, i64, Vec<u8>)> = Vec::new();
+    let day = 86_400_000;
+    // Four days, an upload every 1-3 hours.
+    while model.timestamp_ms < 1_800_000_000_000 + 4 * day {
+        model.timestamp_ms += 3_600_000 + rng.below(2 * 3_600_000) as i64;
+        let compress = rng.chance(50);
+        let (bytes, next) = model.propose(&mut rng, compress);
+        vault.ingest("c", "db", bytes).expect("ingest");
+        model = next;
+        states.push((model.txid, model.timestamp_ms, model.image.clone()));
+        if rng.chance(20) {
+            clock.set_ms(model.timestamp_ms);
+            vault.compact_now().expect("compact");
+        }
+    }
+    clock.set_ms(model.timestamp_ms + 2 * day);
+    vault.compact_now().expect("compact");
+    let levels = vault.level_runs("c", "db");
+    assert!(levels[2].len() >= 3, "one image per closed day: {} images", levels[2].len());
+    for image in &levels[2] {
+        let expected = states.iter().find(|s| s.0 == image.max_txid.0).expect("an image ends at an upload");
+        let bytes = std::fs::read(image.path().expect("a file")).expect("read the image");
+        assert!(bytes[..expected.2.len()] == expected.2[..], "image at TXID {} is the database", image.max_txid);
+    }
+    let out = dir.path().join("out.db");
+    for (txid, _, image) in &states {
+        let (plan, _) = vault.plan_restore("c", "db", Target::TxId(TxId(*txid))).expect("plan");
+        let newest_image = levels[2].iter().rev().find(|i| i.max_txid.0 <= *txid);
+        if let Some(base) = newest_image {
+            assert_eq!(plan.inputs[0].max_txid, base.max_txid, "TXID {txid} starts from the newest image before it");
+        }
+        vault.restore("c", "db", Target::TxId(TxId(*txid)), &out, true).expect("restore");
+        assert!(std::fs::read(&out).expect("read") == *image, "TXID {txid}: restore differs from the model");
+    }
+    vault.close().expect("close");
+
+    // Damage every page of the newest image (later uploads rewrite some pages, never all),
+    // each at a different offset: the database checksum XORs page CRCs, so the same flip
+    // in an even number of pages would cancel out. A restore from it fails on the final
+    // checksum and leaves nothing behind.
+    let newest = levels[2].last().expect("an image").clone();
+    let path = newest.path().expect("a file").to_path_buf();
+    let mut bytes = std::fs::read(&path).expect("read");
+    for page in 0..newest.commit as usize {
+        bytes[page * 1024 + 8 + page] ^= 0x40;
+    }
+    std::fs::write(&path, &bytes).expect("damage");
+    let vault = Vault::open_with_clock(&vault_dir, config(), clock.clone()).expect("open");
+    let _ = std::fs::remove_file(&out);
+    let err = vault.restore("c", "db", Target::TxId(newest.max_txid), &out, false).expect_err("damaged image");
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert!(!out.exists(), "a failed restore leaves nothing");
+
+    // More history and another closed day: the image built on the damaged one does not
+    // match the recorded checksum, so it is not installed.
+    for _ in 0..5 {
+        model.timestamp_ms += 3 * 3_600_000;
+        let (bytes, next) = model.propose(&mut rng, false);
+        vault.ingest("c", "db", bytes).expect("ingest");
+        model = next;
+    }
+    clock.set_ms(model.timestamp_ms + 2 * day);
+    let err = vault.compact_now().expect_err("the new image must not match");
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert_eq!(vault.corruptions(), 1);
+    assert_eq!(vault.level_runs("c", "db")[2].last(), Some(&newest), "L3 did not advance past the damage");
 }

@@ -33,15 +33,17 @@ impl std::fmt::Display for Position {
 pub enum Source {
     /// A record of the L0 log.
     Log(Location),
-    /// A level file.
+    /// A level file (LTX).
     File(PathBuf),
+    /// An L3 database image: the database's bytes, then a footer (see `image`).
+    Image(PathBuf),
 }
 
 /// One stored piece of history, of any level: an upload in the L0 log, or an L1/L2 file
 /// that compacts a window of the level below. The unit restores and compactions read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Run {
-    /// 0 for an upload in the log, 1 or 2 for a compaction level.
+    /// 0 for an upload in the log, 1 or 2 for a compaction level, 3 for a database image.
     pub level: u8,
     /// First TXID.
     pub min_txid: TxId,
@@ -66,14 +68,14 @@ impl Run {
     pub fn location(&self) -> Option<Location> {
         match &self.source {
             Source::Log(location) => Some(*location),
-            Source::File(_) => None,
+            Source::File(_) | Source::Image(_) => None,
         }
     }
 
     /// The file of a level run.
     pub fn path(&self) -> Option<&Path> {
         match &self.source {
-            Source::File(path) => Some(path),
+            Source::File(path) | Source::Image(path) => Some(path),
             Source::Log(_) => None,
         }
     }
@@ -109,7 +111,8 @@ pub struct DbState {
     pub runs: Vec<Run>,
     /// The page-checksum map at `pending`.
     pub sums: PageSums,
-    /// Compaction levels: index 0 holds L1 runs, index 1 L2 runs, each ordered by TXID.
+    /// Compaction levels: index 0 holds L1 runs, index 1 L2 runs, index 2 L3 images, each
+    /// ordered by TXID.
     pub levels: Vec<Vec<Run>>,
     /// What the map vouched for when it was opened (used once, at vault open).
     pub clean_point: Option<pagesums::CleanPoint>,

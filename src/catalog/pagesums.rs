@@ -160,6 +160,11 @@ impl PageSums {
         self.entries
     }
 
+    /// The map's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The checksum of page `pgno`, or `None` above the current size.
     pub fn get(&self, pgno: PageNo) -> Option<Checksum> {
         (pgno.0 >= 1 && pgno.0 <= self.entries).then(|| {

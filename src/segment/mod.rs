@@ -127,6 +127,38 @@ impl Segments {
         Ok(map)
     }
 
+    /// Deletes segment `id` (retention: no kept run is in it) and forgets its map; readers
+    /// that still hold the map keep reading it until they drop it.
+    pub fn delete(&self, id: u64) -> Result<()> {
+        let path = segment_path(&self.dir, id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("delete {}", path.display()), e)),
+        }
+        self.maps.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        Ok(())
+    }
+
+    /// Ids of the segment files present, ascending.
+    pub fn ids(&self) -> Result<Vec<u64>> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io(format!("list {}", self.dir.display()), e))?;
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(format!("list {}", self.dir.display()), e))?;
+            if let Some(id) = parse_segment_name(&entry.file_name().to_string_lossy()) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The segment holding the record at `loc` and the byte range of its payload, with
     /// header and payload checksums verified: for readers that keep several payloads open
     /// at once (a merge).
