@@ -18,7 +18,7 @@ type Owned = (String, Vec<(u64, u64)>, ModelDb);
 
 fn run(io: IoChoice, seed: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = VaultConfig { io, segment_bytes: 1 << 20, ..VaultConfig::default() };
+    let config = VaultConfig { io, segment_bytes: 1 << 20, ..VaultConfig::default().retention_off() };
     let vault = Vault::open(&dir.path().join("vault"), config).expect("open");
     const THREADS: usize = 32;
     const DBS: usize = 100;

@@ -23,7 +23,7 @@ const THREADS: usize = 4;
 const DBS_PER_THREAD: usize = 2;
 
 fn config(io: IoChoice) -> VaultConfig {
-    VaultConfig { io, segment_bytes: 512 << 10, ..VaultConfig::default() }
+    VaultConfig { io, segment_bytes: 512 << 10, ..VaultConfig::default().retention_off() }
 }
 
 fn io_from_env() -> IoChoice {

@@ -13,7 +13,7 @@ use ltxvault::{Error, Vault, VaultConfig};
 
 fn config(io: IoChoice) -> VaultConfig {
     // Small segments so that the workload crosses many of them.
-    VaultConfig { io, segment_bytes: 256 << 10, ..VaultConfig::default() }
+    VaultConfig { io, segment_bytes: 256 << 10, ..VaultConfig::default().retention_off() }
 }
 
 fn restore_matches(vault: &Vault, dir: &std::path::Path, name: &str, model: &ModelDb) {
