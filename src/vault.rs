@@ -893,7 +893,15 @@ fn write_restore(
     let base = base.as_ref().map(|(file, bytes)| restore::Base { file, bytes: *bytes });
     restore::execute(file, base, &maps, page_size, &mut |done| progress(done.min(total), total))?;
     progress(total, total);
-    let result = database_file_checksum(path, page_size)?;
+    // Sync while the checksum pass reads the result back from the page cache: the disk and
+    // the CPU work at once. The caller's commit syncs again, which then finds nothing to do.
+    let (synced, result) = std::thread::scope(|scope| {
+        let sync = scope.spawn(|| crate::io::sync_file(file, crate::io::Sync::Data, path));
+        let result = database_file_checksum(path, page_size);
+        (sync.join().unwrap_or_else(|_| Err(Error::Invalid("the sync thread panicked".into()))), result)
+    });
+    synced?;
+    let result = result?;
     if result != plan.checksum {
         return Err(Error::Corrupt {
             file: path.to_path_buf(),
