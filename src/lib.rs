@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod compact;
+pub mod config;
 pub mod error;
 pub mod export;
 pub mod image;

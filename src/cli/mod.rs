@@ -1,6 +1,7 @@
 //! The `ltxvault` command line.
 
 mod bench_cmd;
+mod config_cmd;
 mod ltx_cmd;
 mod vault_cmd;
 
@@ -25,10 +26,13 @@ enum Command {
     },
     /// Restore a database to a point in time as a plain SQLite file.
     Restore(vault_cmd::RestoreArgs),
-    /// Show a database's position, HWM, size and restorable range.
+    /// Show a database's position, HWM, size, and per level its restorable range, bytes on
+    /// disk and retention.
     Info {
         #[command(flatten)]
         db: vault_cmd::DbArgs,
+        #[command(flatten)]
+        config: vault_cmd::ConfigArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -38,8 +42,15 @@ enum Command {
     ImportLitestream {
         #[command(flatten)]
         db: vault_cmd::DbArgs,
+        #[command(flatten)]
+        config: vault_cmd::ConfigArgs,
         /// The replica directory (the one holding ltx/).
         replica: std::path::PathBuf,
+    },
+    /// The configuration file.
+    Config {
+        #[command(subcommand)]
+        command: config_cmd::ConfigCommand,
     },
     /// Measure the vault on this machine.
     Bench {
@@ -56,8 +67,9 @@ pub fn run() -> ExitCode {
         Command::Ltx { command } => ltx_cmd::run(command),
         Command::Bench { command } => bench_cmd::run(command),
         Command::Restore(args) => vault_cmd::restore(args),
-        Command::Info { db, json } => vault_cmd::info(db, json),
-        Command::ImportLitestream { db, replica } => vault_cmd::import(db, replica),
+        Command::Info { db, config, json } => vault_cmd::info(db, config, json),
+        Command::ImportLitestream { db, config, replica } => vault_cmd::import(db, config, replica),
+        Command::Config { command } => config_cmd::run(command),
     };
     match result {
         Ok(code) => code,

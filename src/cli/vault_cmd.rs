@@ -3,13 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
+use crate::config::{self, format_duration_ms, format_retention};
 use crate::error::{Error, Result};
 use crate::import::import_litestream;
 use crate::ltx::TxId;
 use crate::restore::Target;
-use crate::vault::{Vault, VaultConfig};
+use crate::vault::{DbInfo, Vault, VaultConfig};
 
 /// Which database.
 #[derive(Args, Debug)]
@@ -25,11 +26,47 @@ pub(crate) struct DbArgs {
     pub db: String,
 }
 
+/// How to configure the vault: a file, and flags that override it.
+#[derive(Args, Debug)]
+pub(crate) struct ConfigArgs {
+    /// Configuration file (TOML; `ltxvault config example` prints one with every key).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// `off` keeps every level forever, whatever the file says; `on` keeps each level as
+    /// long as the file (or the default) says.
+    #[arg(long, value_enum, default_value_t = RetentionSwitch::On)]
+    pub retention: RetentionSwitch,
+}
+
+/// The values of `--retention`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RetentionSwitch {
+    /// Retention as configured.
+    On,
+    /// No retention: keep everything.
+    Off,
+}
+
+impl ConfigArgs {
+    /// The defaults, overridden by the file, overridden by the flags. A command runs no
+    /// compactor threads of its own (import compacts once, in the foreground).
+    fn vault_config(&self) -> Result<VaultConfig> {
+        let base = VaultConfig { background_compaction: false, ..VaultConfig::default() };
+        let config = config::load(self.config.as_deref(), base)?;
+        Ok(match self.retention {
+            RetentionSwitch::On => config,
+            RetentionSwitch::Off => config.retention_off(),
+        })
+    }
+}
+
 /// `ltxvault restore`.
 #[derive(Args, Debug)]
 pub(crate) struct RestoreArgs {
     #[command(flatten)]
     pub target_db: DbArgs,
+    #[command(flatten)]
+    pub config: ConfigArgs,
     /// Restore to this TXID (decimal, or the 16-digit hex LTX file names use).
     #[arg(long, conflicts_with = "timestamp")]
     pub txid: Option<String>,
@@ -51,12 +88,12 @@ pub(crate) struct RestoreArgs {
     pub json: bool,
 }
 
-fn open(data: &Path) -> Result<Vault> {
+/// Opens an existing vault (never creates one).
+fn open(data: &Path, config: VaultConfig) -> Result<Vault> {
     if !data.join("l0").is_dir() {
         return Err(Error::Invalid(format!("{} is not a vault (no l0/ directory)", data.display())));
     }
-    // A command that reads runs no compactor threads of its own.
-    Vault::open(data, VaultConfig { background_compaction: false, ..VaultConfig::default() })
+    Vault::open(data, config)
 }
 
 fn target(txid: Option<&str>, timestamp: Option<&str>) -> Result<Target> {
@@ -71,7 +108,8 @@ fn target(txid: Option<&str>, timestamp: Option<&str>) -> Result<Target> {
 
 pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
     let DbArgs { data, cluster, db } = &args.target_db;
-    let vault = open(data)?;
+    let config = args.config.vault_config()?;
+    let vault = open(data, config.clone())?;
     let target = target(args.txid.as_deref(), args.timestamp.as_deref())?;
     let (plan, page_size) = vault.plan_restore(cluster, db, target)?;
     if args.dry_run {
@@ -85,7 +123,7 @@ pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
                 "{}",
                 serde_json::json!({"txid": plan.txid.to_string(), "checksum": plan.checksum.to_string(),
                     "timestamp_ms": plan.timestamp_ms, "commit": plan.commit, "page_size": page_size,
-                    "granularity": granularity(plan.granularity_level), "inputs": inputs, "bytes": plan.bytes})
+                    "granularity": granularity(plan.granularity_level, &config), "inputs": inputs, "bytes": plan.bytes})
             );
         } else {
             println!(
@@ -95,7 +133,7 @@ pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
                 plan.checksum,
                 plan.inputs.len(),
                 plan.bytes,
-                granularity(plan.granularity_level)
+                granularity(plan.granularity_level, &config)
             );
             for run in &plan.inputs {
                 println!("  L{} {}-{} {} bytes", run.level, run.min_txid, run.max_txid, run.bytes);
@@ -109,7 +147,7 @@ pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
         bar.set_position(done);
     })?;
     bar.finish_and_clear();
-    let granularity = granularity(plan.granularity_level);
+    let granularity = granularity(plan.granularity_level, &config);
     if args.json {
         println!(
             "{}",
@@ -132,54 +170,105 @@ pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn info(args: DbArgs, json: bool) -> Result<ExitCode> {
-    let vault = open(&args.data)?;
+pub(crate) fn info(args: DbArgs, config: ConfigArgs, json: bool) -> Result<ExitCode> {
+    let config = config.vault_config()?;
+    let vault = open(&args.data, config.clone())?;
     let info = vault
         .databases(Some(&args.cluster))
         .into_iter()
         .find(|i| i.db == args.db)
         .ok_or_else(|| Error::NotFound { cluster: args.cluster.clone(), db: args.db.clone() })?;
-    let ts = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-            .unwrap_or_default()
-    };
     if json {
-        let point =
-            |p: Option<(TxId, i64)>| p.map(|(t, ms)| serde_json::json!({"txid": t.to_string(), "timestamp_ms": ms}));
-        println!(
-            "{}",
-            serde_json::json!({"cluster": info.cluster, "db": info.db, "position": info.position.to_string(),
-                "hwm": info.hwm.to_string(), "page_size": info.page_size, "commit": info.commit,
-                "size_bytes": u64::from(info.commit) * u64::from(info.page_size),
-                "levels": [{"level": 0, "runs": info.runs, "bytes": info.bytes,
-                    "oldest": point(info.oldest), "newest": point(info.newest)}]})
-        );
+        println!("{}", info_json(&info, &config));
     } else {
-        println!("{}/{}", info.cluster, info.db);
-        println!("  position   {}", info.position);
-        println!("  hwm        {}", info.hwm);
-        println!("  page size  {}", info.page_size);
-        println!("  size       {} pages, {} bytes", info.commit, u64::from(info.commit) * u64::from(info.page_size));
-        if let (Some(oldest), Some(newest)) = (info.oldest, info.newest) {
-            println!(
-                "  L0         {} runs, {} bytes, TXID {} ({}) .. {} ({})",
-                info.runs,
-                info.bytes,
-                oldest.0,
-                ts(oldest.1),
-                newest.0,
-                ts(newest.1)
-            );
-        }
+        print!("{}", info_text(&info, &config));
     }
     vault.close()?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn import(args: DbArgs, replica: PathBuf) -> Result<ExitCode> {
+/// A timestamp in ms as RFC 3339 (UTC, milliseconds).
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+/// The window of a level (L1 and up) in ms, as configured.
+fn window_ms(config: &VaultConfig, level: u8) -> Option<i64> {
+    let index = usize::from(level.checked_sub(1)?);
+    config.level_intervals_ms.get(index).copied()
+}
+
+/// The retention of a level in ms (`None`: kept forever), as configured.
+fn retention_ms(config: &VaultConfig, level: u8) -> Option<i64> {
+    config.retention_ms.get(usize::from(level)).copied().flatten()
+}
+
+/// `ltxvault info --json`: the database, then per level its window, retention, pieces,
+/// bytes on disk and restorable range.
+fn info_json(info: &DbInfo, config: &VaultConfig) -> serde_json::Value {
+    let point = |p: Option<(TxId, i64)>| {
+        p.map(|(txid, ms)| serde_json::json!({"txid": txid.to_string(), "timestamp_ms": ms, "time": rfc3339(ms)}))
+    };
+    let levels: Vec<_> = info
+        .levels
+        .iter()
+        .map(|l| {
+            let window = window_ms(config, l.level);
+            let retention = retention_ms(config, l.level);
+            serde_json::json!({"level": l.level, "window_ms": window, "window": window.map(format_duration_ms),
+                "retention_ms": retention, "retention": format_retention(retention),
+                "pieces": l.pieces, "bytes": l.bytes, "oldest": point(l.oldest), "newest": point(l.newest)})
+        })
+        .collect();
+    serde_json::json!({"cluster": info.cluster, "db": info.db, "position": info.position.to_string(),
+        "hwm": info.hwm.to_string(), "page_size": info.page_size, "commit": info.commit,
+        "size_bytes": u64::from(info.commit) * u64::from(info.page_size), "levels": levels})
+}
+
+/// `ltxvault info`: the database, then a table with one row per level.
+fn info_text(info: &DbInfo, config: &VaultConfig) -> String {
+    let mut rows = vec![["level", "window", "retention", "pieces", "bytes", "oldest", "newest"].map(String::from)];
+    let point =
+        |p: Option<(TxId, i64)>| p.map_or_else(|| "-".to_string(), |(txid, ms)| format!("{txid} {}", rfc3339(ms)));
+    for l in &info.levels {
+        rows.push([
+            format!("L{}", l.level),
+            window_ms(config, l.level).map_or_else(|| "-".to_string(), format_duration_ms),
+            format_retention(retention_ms(config, l.level)),
+            l.pieces.to_string(),
+            l.bytes.to_string(),
+            point(l.oldest),
+            point(l.newest),
+        ]);
+    }
+    let mut widths = [0; 7];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = format!(
+        "{}/{}\n  position   {}\n  hwm        {}\n  page size  {}\n  size       {} pages, {} bytes\n",
+        info.cluster,
+        info.db,
+        info.position,
+        info.hwm,
+        info.page_size,
+        info.commit,
+        u64::from(info.commit) * u64::from(info.page_size)
+    );
+    for row in &rows {
+        let cells: Vec<_> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:width$}")).collect();
+        out.push_str(&format!("  {}\n", cells.join("  ").trim_end()));
+    }
+    out
+}
+
+pub(crate) fn import(args: DbArgs, config: ConfigArgs, replica: PathBuf) -> Result<ExitCode> {
     // Vault::open creates the directory, readable by its owner only.
-    let vault = Vault::open(&args.data, VaultConfig { background_compaction: false, ..VaultConfig::default() })?;
+    let vault = Vault::open(&args.data, config.vault_config()?)?;
     let bar = progress_bar("importing", "files");
     let report = import_litestream(&vault, &args.cluster, &args.db, &replica, |done, total| {
         bar.set_length(total as u64);
@@ -208,11 +297,10 @@ pub(crate) fn import(args: DbArgs, replica: PathBuf) -> Result<ExitCode> {
 }
 
 /// Words for the restore granularity a level gives.
-fn granularity(level: u8) -> &'static str {
-    match level {
-        0 => "every transaction (L0)",
-        1 => "one point per L1 window (1 minute by default)",
-        _ => "one point per L2 window (1 hour by default)",
+fn granularity(level: u8, config: &VaultConfig) -> String {
+    match window_ms(config, level) {
+        None => "every transaction (L0)".to_string(),
+        Some(ms) => format!("one point per L{level} window ({})", format_duration_ms(ms)),
     }
 }
 
