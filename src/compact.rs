@@ -127,15 +127,23 @@ pub fn parse_level_file_name(name: &str) -> Option<(u8, TxId, TxId, u64)> {
     let rest = name.strip_prefix('L')?.strip_suffix(".ltx")?;
     let (level, rest) = rest.split_once('-')?;
     let level: u8 = level.parse().ok()?;
-    let mut parts = rest.split('-');
-    let mut hex16 = || {
+    let [min, max, ends] = parse_hex_fields(rest)?;
+    Some((level, TxId(min), TxId(max), ends))
+}
+
+/// Parses exactly `N` fields of 16 lowercase hex digits separated by `-`, as the names of
+/// level files and images carry them.
+pub fn parse_hex_fields<const N: usize>(text: &str) -> Option<[u64; N]> {
+    let mut out = [0u64; N];
+    let mut parts = text.split('-');
+    for field in &mut out {
         let part = parts.next()?;
-        (part.len() == 16 && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            .then(|| u64::from_str_radix(part, 16).ok())
-            .flatten()
-    };
-    let (min, max, ends) = (hex16()?, hex16()?, hex16()?);
-    parts.next().is_none().then_some((level, TxId(min), TxId(max), ends))
+        if part.len() != 16 || !part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        *field = u64::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 /// xxh3 of a level file's header followed by its trailer.

@@ -189,15 +189,8 @@ pub fn write_image(dir: &Path, page_size: u32, base: Option<&Run>, inputs: &[Inp
 /// Parses an image file name: (max TXID, footer checksum).
 pub fn parse_image_file_name(name: &str) -> Option<(TxId, u64)> {
     let rest = name.strip_prefix("L3-")?.strip_suffix(".db")?;
-    let mut parts = rest.split('-');
-    let mut hex16 = || {
-        let part = parts.next()?;
-        (part.len() == 16 && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            .then(|| u64::from_str_radix(part, 16).ok())
-            .flatten()
-    };
-    let (min, max, sum) = (hex16()?, hex16()?, hex16()?);
-    (parts.next().is_none() && min == 1).then_some((TxId(max), sum))
+    let [min, max, sum] = crate::compact::parse_hex_fields(rest)?;
+    (min == 1).then_some((TxId(max), sum))
 }
 
 #[cfg(test)]

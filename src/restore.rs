@@ -366,21 +366,9 @@ fn format_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Source;
-    use crate::segment::Location;
 
     fn piece(level: u8, min: u64, max: u64, ts: i64) -> Run {
-        Run {
-            level,
-            min_txid: TxId(min),
-            max_txid: TxId(max),
-            timestamp_ms: ts,
-            commit: 1,
-            pre_apply: Checksum(Checksum::FLAG | (min - 1)),
-            post_apply: Checksum(Checksum::FLAG | max),
-            bytes: 10,
-            source: Source::Log(Location { segment: 1, offset: min }),
-        }
+        Run::for_test(level, min, max, ts)
     }
 
     #[test]

@@ -63,21 +63,9 @@ pub fn expired(levels: &[&[Run]], retention_ms: &[Option<i64>], now_ms: i64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Source;
-    use crate::ltx::{Checksum, TxId};
 
     fn piece(level: u8, min: u64, max: u64, ts: i64) -> Run {
-        Run {
-            level,
-            min_txid: TxId(min),
-            max_txid: TxId(max),
-            timestamp_ms: ts,
-            commit: 1,
-            pre_apply: Checksum::NONE,
-            post_apply: Checksum::NONE,
-            bytes: 1,
-            source: Source::File(format!("{level}-{min}-{max}").into()),
-        }
+        Run::for_test(level, min, max, ts)
     }
 
     const H: i64 = 3_600_000;

@@ -81,6 +81,25 @@ impl Run {
     }
 }
 
+#[cfg(test)]
+impl Run {
+    /// A level-`level` run of TXIDs `min..=max` ending at `ts`, for unit tests: 10 bytes in
+    /// the log, checksums made up from the TXIDs.
+    pub(crate) fn for_test(level: u8, min: u64, max: u64, ts: i64) -> Run {
+        Run {
+            level,
+            min_txid: TxId(min),
+            max_txid: TxId(max),
+            timestamp_ms: ts,
+            commit: 1,
+            pre_apply: Checksum(Checksum::FLAG | (min - 1)),
+            post_apply: Checksum(Checksum::FLAG | max),
+            bytes: 10,
+            source: Source::Log(Location { segment: 1, offset: min }),
+        }
+    }
+}
+
 /// Identifies a database: cluster and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DbKey {
