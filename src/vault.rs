@@ -1129,15 +1129,10 @@ impl Retention {
         }
         let ids = self.segments.ids()?;
         let newest = ids.last().copied().unwrap_or(0);
-        let first_kept = self
-            .catalog
-            .keys()
-            .iter()
-            .filter_map(|key| self.catalog.get(key))
-            .filter_map(|state| lock(&state).runs.first().and_then(Run::location).map(|l| l.segment))
-            .min()
-            .unwrap_or(u64::MAX);
-        for id in ids.into_iter().take_while(|&id| id < newest && id < first_kept) {
+        for id in ids.into_iter().take_while(|&id| id < newest) {
+            if !self.segment_is_expired(id)? {
+                break;
+            }
             self.segments.delete(id)?;
             report.segments += 1;
         }
@@ -1154,6 +1149,27 @@ impl Retention {
             );
         }
         Ok(report)
+    }
+}
+
+impl Retention {
+    /// Whether every record of sealed segment `id` is history the catalog no longer keeps
+    /// in the log: its database's first kept log record comes after it and a level piece
+    /// covers it. Decided from the records themselves, not from the catalog's runs alone,
+    /// so a record whose upload is durable but not yet in the catalog (acknowledged a
+    /// moment from now) keeps its segment.
+    fn segment_is_expired(&self, id: u64) -> Result<bool> {
+        for record in self.segments.record_headers(id)? {
+            let key = DbKey { cluster: record.cluster.clone(), db: record.db.clone() };
+            let Some(state) = self.catalog.get(&key) else { return Ok(false) };
+            let state = lock(&state);
+            let after_log = state.runs.first().is_none_or(|first| first.min_txid > record.max_txid);
+            let covered = state.levels.iter().flatten().any(|piece| piece.max_txid >= record.max_txid);
+            if !(after_log && covered) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 

@@ -1,8 +1,10 @@
 //! Retention over 31 simulated days with the default windows (L0 a day, L1 to L3 thirty
 //! days): compaction and retention passes run along the way as the background threads
 //! would, the vault is closed and reopened (once with its page-checksum maps gone, so they
-//! are rebuilt from levels alone). At the end the vault holds no more than the windows
-//! promise, and every promised point restores byte for byte.
+//! are rebuilt from levels alone). A second database goes quiet after two days: its log
+//! records expire while they share segments with the busy one, and its position then lives
+//! in its level files alone. At the end the vault holds no more than the windows promise,
+//! and every promised point restores byte for byte.
 
 mod common;
 
@@ -41,6 +43,8 @@ fn thirty_one_days_keep_what_the_windows_promise_and_no_more() {
     let mut model = ModelDb::new(512);
     model.timestamp_ms = START;
     let mut points: Vec<Point> = Vec::new();
+    let mut quiet = ModelDb::new(1024);
+    quiet.timestamp_ms = START;
     let mut next_pass = START + HOUR;
     let mut reopened_without_maps = false;
     while model.timestamp_ms < START + 31 * DAY {
@@ -53,6 +57,12 @@ fn thirty_one_days_keep_what_the_windows_promise_and_no_more() {
         vault.ingest("c", "db", bytes).unwrap_or_else(|e| panic!("upload {}: {e}", next.txid));
         model = next;
         points.push(Point { txid: model.txid, ts: model.timestamp_ms, hash: xxh3_64(&model.image) });
+        if model.timestamp_ms < START + 2 * DAY && rng.chance(30) {
+            quiet.timestamp_ms = quiet.timestamp_ms.max(model.timestamp_ms);
+            let (bytes, next) = quiet.propose(&mut rng, false);
+            vault.ingest("c", "quiet", bytes).expect("quiet upload");
+            quiet = next;
+        }
         if model.timestamp_ms >= next_pass {
             clock.set_ms(model.timestamp_ms);
             vault.compact_now().expect("compact");
@@ -134,5 +144,27 @@ fn thirty_one_days_keep_what_the_windows_promise_and_no_more() {
     let (_, expired) = expired.expect("a fine point long expired");
     let err = vault.restore("c", "db", Target::TxId(TxId(expired.txid)), &out, true).expect_err("expired");
     assert!(err.to_string().contains("not a stored restore point") || err.to_string().contains("outside"), "{err}");
+
+    // The quiet database: no log records left, its position from its levels, its latest
+    // state restorable, before and after a reopen that drops its map again.
+    assert!(vault.runs("c", "quiet").is_empty(), "the quiet database's uploads all left the log");
+    let check_quiet = |vault: &Vault| {
+        let (position, _) = vault.position("c", "quiet").expect("the quiet database is known");
+        assert_eq!((position.txid, position.checksum), (TxId(quiet.txid), quiet.checksum));
+        vault.restore("c", "quiet", Target::Latest, &out, true).expect("restore the quiet database");
+        assert!(std::fs::read(&out).expect("read") == quiet.image, "the quiet database restores");
+    };
+    check_quiet(&vault);
+    vault.close().expect("close");
+    std::fs::remove_dir_all(vault_dir.join("sums")).expect("remove the maps");
+    let vault = Vault::open_with_clock(&vault_dir, config(), clock.clone()).expect("reopen");
+    check_quiet(&vault);
+    // It takes uploads again from where its levels left it.
+    quiet.timestamp_ms = now;
+    let (bytes, next) = quiet.propose(&mut rng, false);
+    vault.ingest("c", "quiet", bytes).expect("the quiet database wakes up");
+    let quiet = next;
+    vault.restore("c", "quiet", Target::Latest, &out, true).expect("restore");
+    assert!(std::fs::read(&out).expect("read") == quiet.image);
     vault.close().expect("close");
 }

@@ -140,6 +140,26 @@ impl Segments {
         Ok(())
     }
 
+    /// The header of every record in sealed segment `id`, each checked, in order.
+    pub fn record_headers(&self, id: u64) -> Result<Vec<RecordHeader>> {
+        let map = self.map(id)?;
+        let path = segment_path(&self.dir, id);
+        SegmentHeader::decode(&map).map_err(|reason| Error::Corrupt { file: path.clone(), offset: 0, reason })?;
+        let mut out = Vec::new();
+        let mut offset = SEGMENT_HEADER_SIZE;
+        while offset < map.len() {
+            let header = RecordHeader::decode(&map[offset..]).map_err(|reason| Error::Corrupt {
+                file: path.clone(),
+                offset: offset as u64,
+                reason,
+            })?;
+            let Some(header) = header else { break };
+            offset += header.record_len() as usize;
+            out.push(header);
+        }
+        Ok(out)
+    }
+
     /// Ids of the segment files present, ascending.
     pub fn ids(&self) -> Result<Vec<u64>> {
         let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io(format!("list {}", self.dir.display()), e))?;
