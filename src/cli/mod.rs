@@ -3,6 +3,7 @@
 mod bench_cmd;
 mod config_cmd;
 mod ltx_cmd;
+mod serve_cmd;
 mod vault_cmd;
 
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ enum Command {
         #[command(subcommand)]
         command: ltx_cmd::LtxCommand,
     },
+    /// Serve the LiteFS backup protocol over HTTP (point LITEFS_CLOUD_ENDPOINT here).
+    Serve(serve_cmd::ServeArgs),
     /// Restore a database to a point in time as a plain SQLite file.
     Restore(vault_cmd::RestoreArgs),
     /// Show a database's position, HWM, size, and per level its restorable range, bytes on
@@ -66,6 +69,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Ltx { command } => ltx_cmd::run(command),
         Command::Bench { command } => bench_cmd::run(command),
+        Command::Serve(args) => serve_cmd::serve(args),
         Command::Restore(args) => vault_cmd::restore(args),
         Command::Info { db, config, json } => vault_cmd::info(db, config, json),
         Command::ImportLitestream { db, config, replica } => vault_cmd::import(db, config, replica),

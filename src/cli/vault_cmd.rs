@@ -50,7 +50,7 @@ pub(crate) enum RetentionSwitch {
 impl ConfigArgs {
     /// The defaults, overridden by the file, overridden by the flags. A command runs no
     /// compactor threads of its own (import compacts once, in the foreground).
-    fn vault_config(&self) -> Result<VaultConfig> {
+    pub(crate) fn vault_config(&self) -> Result<VaultConfig> {
         let base = VaultConfig { background_compaction: false, ..VaultConfig::default() };
         let config = config::load(self.config.as_deref(), base)?;
         Ok(match self.retention {

@@ -3,6 +3,7 @@
 //! must restore to.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod ltxgen;
 
 use ltxvault::ltx::{Checksum, Encoder, Format, Header, PageNo, TxId, database_checksum};

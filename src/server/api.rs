@@ -1,0 +1,460 @@
+//! The HTTP API: the LiteFS backup protocol at the root (`GET /pos`, `POST /db/tx`,
+//! `GET /db/snapshot`; see `docs/API.md`), with errors as JSON `{code, error, pos}`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+
+use super::{AuthMode, Limits, Scope};
+use crate::catalog::Position;
+use crate::error::Error;
+use crate::ltx::{Checksum, TxId};
+use crate::restore::Target;
+use crate::vault::Vault;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    vault: Arc<Vault>,
+    auth: AuthMode,
+    limits: Arc<Limits>,
+    uploads: Arc<Semaphore>,
+    scratch: PathBuf,
+}
+
+impl AppState {
+    /// State for a router over `vault`.
+    pub fn new(vault: Arc<Vault>, auth: AuthMode, limits: Limits) -> crate::Result<AppState> {
+        let scratch = vault.dir().join("tmp");
+        crate::io::make_private_dir(&scratch)?;
+        Ok(AppState {
+            uploads: Arc::new(Semaphore::new(limits.max_concurrent_uploads)),
+            vault,
+            auth,
+            limits: Arc::new(limits),
+            scratch,
+        })
+    }
+}
+
+/// The routes. Unknown paths answer 404 with a JSON error.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/pos", get(get_pos))
+        .route("/db/tx", post(post_tx))
+        .route("/db/snapshot", get(get_snapshot))
+        .fallback(|uri: Uri| async move {
+            ApiError::new(StatusCode::NOT_FOUND, "ENOTFOUND", format!("no such endpoint: {}", uri.path()))
+        })
+        .with_state(state)
+}
+
+/// An error answer: status, a code LiteFS and scripts can match, a message for people,
+/// and the database's position (zero when there is none), always complete.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    pos: Position,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: String) -> ApiError {
+        ApiError { status, code, message, pos: Position::default() }
+    }
+
+    fn with_pos(mut self, pos: Position) -> ApiError {
+        self.pos = pos;
+        self
+    }
+
+    pub(super) fn timeout(message: String) -> ApiError {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, "ETIMEOUT", message)
+    }
+
+    pub(super) fn bad_body(message: String) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "EBADBODY", message)
+    }
+
+    pub(super) fn too_large(size: u64, limit: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ETOOLARGE",
+            format!("the request body passed {size} bytes; the limit is {limit} (server.max_body)"),
+        )
+    }
+
+    fn unauthorized(message: &str) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "EINVALIDAUTH", message.to_string())
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let message = e.to_string();
+        let (status, code) = match &e {
+            Error::PositionMismatch { position, .. } => {
+                return ApiError::new(StatusCode::CONFLICT, "EPOSMISMATCH", message).with_pos(*position);
+            }
+            Error::Format(_) => (StatusCode::BAD_REQUEST, "EBADLTX"),
+            Error::PageSizeMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "EBADHEADER"),
+            Error::BadChecksum { .. } => (StatusCode::BAD_REQUEST, "EBADCHECKSUM"),
+            Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "ETOOLARGE"),
+            Error::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "EBUSY"),
+            Error::Poisoned(_) => (StatusCode::SERVICE_UNAVAILABLE, "EPOISONED"),
+            Error::InvalidName(_) => (StatusCode::BAD_REQUEST, "EBADDB"),
+            Error::NotFound { .. } => (StatusCode::NOT_FOUND, "ENODB"),
+            Error::Invalid(_) => (StatusCode::BAD_REQUEST, "EBADINPUT"),
+            _ => {
+                tracing::error!(error = %e, "request failed inside the vault");
+                (StatusCode::INTERNAL_SERVER_ERROR, "EINTERNAL")
+            }
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "code": self.code,
+            "error": self.message,
+            "pos": position_json(self.pos),
+        });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert("Retry-After", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// A position as LiteFS reads it: both members, 16 hex digits each.
+fn position_json(pos: Position) -> serde_json::Value {
+    serde_json::json!({"TXID": pos.txid.to_string(), "PostApplyChecksum": pos.checksum.to_string()})
+}
+
+/// Parses the query string into `T`, refusing unknown parameters.
+fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(uri).map(|Query(q)| q).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "EBADINPUT", format!("bad query string: {}", e.body_text()))
+    })
+}
+
+/// The cluster a request acts on, from its credential and the optional `cluster` parameter.
+fn cluster_of(state: &AppState, headers: &HeaderMap, requested: Option<&str>) -> Result<String, ApiError> {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| v.to_str().map_err(|_| ApiError::unauthorized("the Authorization header is not text")))
+        .transpose()?;
+    let scope = match &state.auth {
+        AuthMode::None => match presented.and_then(|v| v.strip_prefix("cluster ")) {
+            Some(name) => Scope::Cluster(name.trim().to_string()),
+            None => match requested {
+                Some(name) => Scope::Cluster(name.to_string()),
+                None => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "EBADCLUSTER",
+                        "no cluster: send \"Authorization: cluster NAME\" or ?cluster=NAME".into(),
+                    ));
+                }
+            },
+        },
+        AuthMode::Tokens(tokens) => {
+            let Some(presented) = presented else {
+                return Err(ApiError::unauthorized(
+                    "missing Authorization header: send the token from \"ltxvault token create\"",
+                ));
+            };
+            tokens.authenticate(presented).ok_or_else(|| ApiError::unauthorized("invalid token"))?
+        }
+    };
+    let cluster = match (scope, requested) {
+        (Scope::Cluster(own), Some(other)) if own != other => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "EFORBIDDEN",
+                format!("this token belongs to cluster \"{own}\", not \"{other}\""),
+            ));
+        }
+        (Scope::Cluster(own), _) => own,
+        (Scope::Admin, Some(cluster)) => cluster.to_string(),
+        (Scope::Admin, None) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "EBADCLUSTER",
+                "an admin token must name the cluster with ?cluster=NAME".into(),
+            ));
+        }
+    };
+    crate::names::validate("cluster", &cluster)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "EBADCLUSTER", e.to_string()))?;
+    Ok(cluster)
+}
+
+fn db_name(db: Option<&str>) -> Result<&str, ApiError> {
+    let db = db.ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "EBADDB", "missing ?db=NAME".into()))?;
+    crate::names::validate("database", db)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "EBADDB", e.to_string()))?;
+    Ok(db)
+}
+
+/// The current position of a database, zero if unknown.
+fn position_of(vault: &Vault, cluster: &str, db: &str) -> Position {
+    vault.position(cluster, db).map(|(p, _)| p).unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterQuery {
+    cluster: Option<String>,
+}
+
+/// `GET /pos`: every database of the cluster with its position.
+async fn get_pos(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
+    let q: ClusterQuery = query(&uri)?;
+    let cluster = cluster_of(&state, &headers, q.cluster.as_deref())?;
+    let map: BTreeMap<String, serde_json::Value> =
+        state.vault.databases(Some(&cluster)).into_iter().map(|info| (info.db, position_json(info.position))).collect();
+    Ok(axum::Json(map).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DbQuery {
+    db: Option<String>,
+    cluster: Option<String>,
+}
+
+/// `POST /db/tx?db=NAME`: one LTX file, appended if it continues the stored position.
+async fn post_tx(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let q: DbQuery = query(&uri)?;
+    let cluster = cluster_of(&state, &headers, q.cluster.as_deref())?;
+    let db = db_name(q.db.as_deref())?.to_string();
+    let pos = || position_of(&state.vault, &cluster, &db);
+    if let Some(length) =
+        headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && length > state.limits.max_body_bytes
+    {
+        return Err(ApiError::too_large(length, state.limits.max_body_bytes).with_pos(pos()));
+    }
+    let _slot = tokio::time::timeout(state.limits.body_timeout, state.uploads.clone().acquire_owned())
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "EBUSY", "too many uploads at once".into()))?
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "EBUSY", "the server is stopping".into()))?;
+    let limits = &state.limits;
+    let payload =
+        super::body::read(body, limits.max_body_bytes, limits.body_idle_timeout, limits.body_timeout, &state.scratch)
+            .await
+            .map_err(|e| e.with_pos(pos()))?;
+    if payload.bytes().is_empty() {
+        return Err(ApiError::bad_body("the request body is empty; send one LTX file".into()).with_pos(pos()));
+    }
+    let vault = state.vault.clone();
+    let (c, d) = (cluster.clone(), db.clone());
+    let ack = tokio::task::spawn_blocking(move || vault.ingest(&c, &d, payload)).await.map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "EINTERNAL", format!("ingest task failed: {e}"))
+    })?;
+    match ack {
+        Ok(ack) => {
+            let mut response = StatusCode::OK.into_response();
+            let hwm = HeaderValue::from_str(&ack.hwm.to_string()).expect("16 hex digits are a header value");
+            response.headers_mut().insert("Litefs-Hwm", hwm);
+            Ok(response)
+        }
+        Err(e) => {
+            let error = ApiError::from(e);
+            let pos = if error.code == "EPOSMISMATCH" { error.pos } else { pos() };
+            Err(error.with_pos(pos))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotQuery {
+    db: Option<String>,
+    cluster: Option<String>,
+    format: Option<String>,
+    txid: Option<String>,
+    timestamp: Option<String>,
+}
+
+/// `GET /db/snapshot?db=NAME[&format=ltx|sqlite][&txid=N|&timestamp=T]`: the database at
+/// its current position (or at a point), as an LTX v1 snapshot or a plain SQLite file,
+/// streamed.
+async fn get_snapshot(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
+    let q: SnapshotQuery = query(&uri)?;
+    let cluster = cluster_of(&state, &headers, q.cluster.as_deref())?;
+    let db = db_name(q.db.as_deref())?.to_string();
+    let format = match q.format.as_deref() {
+        None | Some("ltx") => SnapshotFormat::Ltx,
+        Some("sqlite") => SnapshotFormat::Sqlite,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "EBADFORMAT",
+                format!("format \"{other}\": expected ltx or sqlite"),
+            ));
+        }
+    };
+    let target = target_of(q.txid.as_deref(), q.timestamp.as_deref())?;
+    // Resolve first, so that an unknown database or point is a proper error status rather
+    // than a broken stream.
+    state
+        .vault
+        .plan_restore(&cluster, &db, target)
+        .map_err(|e| ApiError::from(e).with_pos(position_of(&state.vault, &cluster, &db)))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let (vault, scratch) = (state.vault.clone(), state.scratch.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter { tx, buf: Vec::with_capacity(ChannelWriter::CHUNK) };
+        let result = write_snapshot(&vault, &scratch, &cluster, &db, target, format, &mut out);
+        match result.and_then(|()| std::io::Write::flush(&mut out).map_err(|e| Error::io("send the snapshot", e))) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(cluster, db, error = %e, "snapshot stream failed");
+                let _ = out.tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)));
+    response
+        .headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    Ok(response)
+}
+
+fn target_of(txid: Option<&str>, timestamp: Option<&str>) -> Result<Target, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "EBADINPUT", m);
+    match (txid, timestamp) {
+        (Some(_), Some(_)) => Err(bad("give txid or timestamp, not both".into())),
+        (Some(t), None) => TxId::parse(t)
+            .map(Target::TxId)
+            .ok_or_else(|| bad(format!("txid \"{t}\": expected decimal or 16 hex digits"))),
+        (None, Some(ts)) => Target::parse_timestamp(ts).map(Target::Timestamp).map_err(|e| bad(e.to_string())),
+        (None, None) => Ok(Target::Latest),
+    }
+}
+
+/// Formats of `GET /db/snapshot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotFormat {
+    /// One LTX v1 snapshot file.
+    Ltx,
+    /// The plain SQLite database file.
+    Sqlite,
+}
+
+/// Writes the database at `target` to `out`: restores it into a scratch file (checked like
+/// every restore), then streams that file, as is or as an uncompressed LTX v1 snapshot.
+fn write_snapshot(
+    vault: &Vault,
+    scratch: &std::path::Path,
+    cluster: &str,
+    db: &str,
+    target: Target,
+    format: SnapshotFormat,
+    out: &mut dyn std::io::Write,
+) -> crate::Result<()> {
+    use std::os::unix::fs::FileExt;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = scratch.join(format!("snapshot-{}-{n}.db", std::process::id()));
+    struct Remove<'a>(&'a std::path::Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _remove = Remove(&path);
+    let summary = vault.restore(cluster, db, target, &path, true)?;
+    let (plan, _) = vault.plan_restore(cluster, db, Target::TxId(summary.position.txid))?;
+    let file = std::fs::File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let page_size = summary.page_size as usize;
+    let mut page = vec![0u8; page_size];
+    let read_page = |pgno: u32, page: &mut [u8]| {
+        file.read_exact_at(page, u64::from(pgno - 1) * page_size as u64)
+            .map_err(|e| Error::io(format!("read {}", path.display()), e))
+    };
+    let send = |e: std::io::Error| Error::io("send the snapshot", e);
+    match format {
+        SnapshotFormat::Sqlite => {
+            for pgno in 1..=summary.commit {
+                read_page(pgno, &mut page)?;
+                out.write_all(&page).map_err(send)?;
+            }
+        }
+        SnapshotFormat::Ltx => {
+            let header = crate::ltx::Header {
+                page_size: summary.page_size,
+                commit: summary.commit,
+                min_txid: TxId(1),
+                max_txid: summary.position.txid,
+                timestamp_ms: plan.timestamp_ms,
+                pre_apply_checksum: Checksum::NONE,
+                ..crate::ltx::Header::default()
+            };
+            let mut encoder = crate::ltx::Encoder::new(&mut *out, &header, crate::ltx::Format::V1 { compress: false })?;
+            let lock = crate::ltx::PageNo::lock_page(summary.page_size);
+            for pgno in (1..=summary.commit).map(crate::ltx::PageNo).filter(|p| *p != lock) {
+                read_page(pgno.0, &mut page)?;
+                encoder.write_page(pgno, &page)?;
+            }
+            encoder.finish(summary.position.checksum)?;
+        }
+    }
+    Ok(())
+}
+
+/// A `Write` that hands 256 KiB chunks to the response body; blocks while the client is
+/// slow (the channel holds four chunks), so memory per download stays bounded.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    const CHUNK: usize = 256 << 10;
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= Self::CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}

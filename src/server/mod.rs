@@ -1,0 +1,156 @@
+//! `ltxvault serve`: the LiteFS backup protocol over HTTP in front of one vault.
+//!
+//! ```text
+//!  TCP accept ─► connection limit ─► hyper http1 (header timeout) ─► axum router ─► handler
+//!                                                                        │ body: read with an idle and
+//!                                                                        │ a total timeout, size-capped,
+//!                                                                        │ spooled to disk past 8 MiB
+//!                                                                        └─► spawn_blocking(Vault::…)
+//! ```
+//!
+//! The engine is blocking (it waits for fsyncs); every call into it runs on tokio's blocking
+//! pool, never on the async workers. Shutdown (SIGTERM/SIGINT, or the future given to
+//! [`run`]) stops accepting, lets in-flight requests finish (bounded by a grace period),
+//! then the caller closes the vault, which syncs.
+
+pub mod api;
+mod body;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::vault::Vault;
+
+/// How the server decides which cluster a request belongs to.
+#[derive(Clone)]
+pub enum AuthMode {
+    /// Tokens: the `Authorization` header is a token from `ltxvault token create`.
+    Tokens(Arc<dyn Authenticate>),
+    /// No authentication (trusted networks): `Authorization: cluster NAME` names the
+    /// cluster, as the self-hosted LiteFS Cloud fork does.
+    None,
+}
+
+/// What a presented credential may reach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// One cluster's data.
+    Cluster(String),
+    /// Every cluster (control plane).
+    Admin,
+}
+
+/// Checks a presented `Authorization` value.
+pub trait Authenticate: Send + Sync {
+    /// The scope of a valid token, `None` otherwise. Must not reveal, by its timing, why a
+    /// token was refused.
+    fn authenticate(&self, presented: &str) -> Option<Scope>;
+}
+
+/// Limits and timeouts of the server.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body accepted.
+    pub max_body_bytes: u64,
+    /// Uploads handled at once; more wait for a slot up to `body_timeout`.
+    pub max_concurrent_uploads: usize,
+    /// Open connections at once; more are refused at accept.
+    pub max_connections: usize,
+    /// Time allowed to send the request line and headers.
+    pub header_timeout: Duration,
+    /// Longest pause between two pieces of a request body.
+    pub body_idle_timeout: Duration,
+    /// Longest time to receive a whole request body.
+    pub body_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 30,
+            max_concurrent_uploads: 64,
+            max_connections: 4096,
+            header_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(600),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `vault` on `listener` until `shutdown` completes, then waits (up to the grace
+/// period) for in-flight requests. The caller closes the vault afterwards.
+pub async fn run(
+    listener: TcpListener,
+    vault: Arc<Vault>,
+    auth: AuthMode,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> crate::Result<()> {
+    let app = api::router(api::AppState::new(vault, auth, limits.clone())?);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off a little rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = limits.max_connections, "too many connections; refusing one");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; waiting for requests in flight");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.shutdown_grace) => {
+            tracing::warn!(grace = ?limits.shutdown_grace, "requests still in flight after the grace period; stopping anyway");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves when the process receives SIGTERM or SIGINT.
+pub async fn signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the server with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
