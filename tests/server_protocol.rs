@@ -311,7 +311,10 @@ fn large_bodies_are_spooled_and_limits_hold() {
     // Cut off part way, past the spill threshold: refused, and the spooled part is gone.
     let cut = request(addr, "POST", "/db/tx?db=big", &[CLUSTER], Body::ChunkedCut(&file, 15 << 20)).expect("reply");
     assert_error(&cut, 400, "EBADBODY", Some((0, 0)));
-    assert!(std::fs::read_dir(dir.path().join("tmp")).expect("scratch").next().is_none(), "the spooled part is removed");
+    assert!(
+        std::fs::read_dir(dir.path().join("tmp")).expect("scratch").next().is_none(),
+        "the spooled part is removed"
+    );
     assert_hwm(&upload(addr, "big", &file), 1);
     let reply = request(addr, "GET", "/db/snapshot?db=big&format=sqlite", &[CLUSTER], Body::None).expect("reply");
     assert!(reply.body == image, "the snapshot is the database");

@@ -4,7 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Everything the tests need comes from crates.io through Cargo.lock; nothing else yet.
+# Test peers for the end-to-end test (tests/litefs_e2e.rs): the sqlite3 shell, the FUSE
+# helper LiteFS mounts with, and LiteFS 0.5.14 itself (built from the Go module proxy).
+missing=()
+command -v sqlite3 >/dev/null || missing+=(sqlite3)
+command -v fusermount3 >/dev/null || missing+=(fuse3)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+gobin="$(go env GOPATH)/bin"
+if [ ! -x "$gobin/litefs" ]; then
+  go install github.com/superfly/litefs/cmd/litefs@v0.5.14
+fi
+export LITEFS_BIN="$gobin/litefs"
+
+# Everything else comes from crates.io through Cargo.lock.
 cargo test --release --all-targets
 # Doc tests (not part of --all-targets).
 cargo test --release --doc
