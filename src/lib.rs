@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod io;
 pub mod ltx;
 pub mod names;
+pub mod report;
 pub mod restore;
 pub mod retention;
 pub mod segment;

@@ -374,6 +374,11 @@ impl Vault {
         &self.dir
     }
 
+    /// The settings the vault runs with.
+    pub fn config(&self) -> &VaultConfig {
+        &self.config
+    }
+
     /// Which I/O engine the log writer uses (and why, if it fell back).
     pub fn io_engine(&self) -> &str {
         &self.engine_note

@@ -231,6 +231,19 @@ fn a_database_is_written_read_and_refused_as_the_protocol_says() {
     assert_hwm(&upload(addr, "db2", &f3(true)), 4);
     assert_eq!(pos(addr), serde_json::json!({"db": position(4, C4), "db2": position(4, C4)}));
 
+    // The control plane's read side: one database, and every database of the cluster.
+    let info = request(addr, "GET", "/db/info?db=db", &[CLUSTER], Body::None).expect("reply");
+    assert_eq!(info.status, 200);
+    let info = info.json();
+    assert_eq!(info["position"], format!("{:016x}/{C4:016x}", 4));
+    assert_eq!((info["page_size"].as_u64(), info["commit"].as_u64()), (Some(512), Some(2)));
+    assert_eq!(info["levels"][0]["pieces"], 3, "three uploads in L0: {info}");
+    assert_eq!(info["newest"]["txid"], "0000000000000004");
+    let dbs = request(addr, "GET", "/dbs", &[CLUSTER], Body::None).expect("reply").json();
+    let names: Vec<&str> = dbs["databases"].as_array().expect("list").iter().filter_map(|d| d["db"].as_str()).collect();
+    assert_eq!(names, ["db", "db2"]);
+    assert_error(&request(addr, "GET", "/db/info?db=nope", &[CLUSTER], Body::None).expect("reply"), 404, "ENODB", None);
+
     // 21. Bad database names never reach the file system; 26. unknown paths are JSON 404s.
     for db in ["", "..", "a%2Fb", "a%00b", &"x".repeat(10_000)] {
         let path = if db.is_empty() { "/db/tx".to_string() } else { format!("/db/tx?db={db}") };

@@ -5,12 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use crate::config::{self, format_duration_ms, format_retention};
+use crate::config::{self, format_duration_ms};
 use crate::error::{Error, Result};
 use crate::import::import_litestream;
 use crate::ltx::TxId;
+use crate::report::window_ms;
 use crate::restore::Target;
-use crate::vault::{DbInfo, Vault, VaultConfig};
+use crate::vault::{Vault, VaultConfig};
 
 /// Which database.
 #[derive(Args, Debug)]
@@ -178,92 +179,14 @@ pub(crate) fn info(args: DbArgs, config: ConfigArgs, json: bool) -> Result<ExitC
         .into_iter()
         .find(|i| i.db == args.db)
         .ok_or_else(|| Error::NotFound { cluster: args.cluster.clone(), db: args.db.clone() })?;
+    let report = crate::report::info_json(&info, &config);
     if json {
-        println!("{}", info_json(&info, &config));
+        println!("{report}");
     } else {
-        print!("{}", info_text(&info, &config));
+        print!("{}", crate::report::info_text(&report));
     }
     vault.close()?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// A timestamp in ms as RFC 3339 (UTC, milliseconds).
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_else(|| format!("{ms} ms"))
-}
-
-/// The window of a level (L1 and up) in ms, as configured.
-fn window_ms(config: &VaultConfig, level: u8) -> Option<i64> {
-    let index = usize::from(level.checked_sub(1)?);
-    config.level_intervals_ms.get(index).copied()
-}
-
-/// The retention of a level in ms (`None`: kept forever), as configured.
-fn retention_ms(config: &VaultConfig, level: u8) -> Option<i64> {
-    config.retention_ms.get(usize::from(level)).copied().flatten()
-}
-
-/// `ltxvault info --json`: the database, then per level its window, retention, pieces,
-/// bytes on disk and restorable range.
-fn info_json(info: &DbInfo, config: &VaultConfig) -> serde_json::Value {
-    let point = |p: Option<(TxId, i64)>| {
-        p.map(|(txid, ms)| serde_json::json!({"txid": txid.to_string(), "timestamp_ms": ms, "time": rfc3339(ms)}))
-    };
-    let levels: Vec<_> = info
-        .levels
-        .iter()
-        .map(|l| {
-            let window = window_ms(config, l.level);
-            let retention = retention_ms(config, l.level);
-            serde_json::json!({"level": l.level, "window_ms": window, "window": window.map(format_duration_ms),
-                "retention_ms": retention, "retention": format_retention(retention),
-                "pieces": l.pieces, "bytes": l.bytes, "oldest": point(l.oldest), "newest": point(l.newest)})
-        })
-        .collect();
-    serde_json::json!({"cluster": info.cluster, "db": info.db, "position": info.position.to_string(),
-        "hwm": info.hwm.to_string(), "page_size": info.page_size, "commit": info.commit,
-        "size_bytes": u64::from(info.commit) * u64::from(info.page_size), "levels": levels})
-}
-
-/// `ltxvault info`: the database, then a table with one row per level.
-fn info_text(info: &DbInfo, config: &VaultConfig) -> String {
-    let mut rows = vec![["level", "window", "retention", "pieces", "bytes", "oldest", "newest"].map(String::from)];
-    let point =
-        |p: Option<(TxId, i64)>| p.map_or_else(|| "-".to_string(), |(txid, ms)| format!("{txid} {}", rfc3339(ms)));
-    for l in &info.levels {
-        rows.push([
-            format!("L{}", l.level),
-            window_ms(config, l.level).map_or_else(|| "-".to_string(), format_duration_ms),
-            format_retention(retention_ms(config, l.level)),
-            l.pieces.to_string(),
-            l.bytes.to_string(),
-            point(l.oldest),
-            point(l.newest),
-        ]);
-    }
-    let mut widths = [0; 7];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    let mut out = format!(
-        "{}/{}\n  position   {}\n  hwm        {}\n  page size  {}\n  size       {} pages, {} bytes\n",
-        info.cluster,
-        info.db,
-        info.position,
-        info.hwm,
-        info.page_size,
-        info.commit,
-        u64::from(info.commit) * u64::from(info.page_size)
-    );
-    for row in &rows {
-        let cells: Vec<_> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:width$}")).collect();
-        out.push_str(&format!("  {}\n", cells.join("  ").trim_end()));
-    }
-    out
 }
 
 pub(crate) fn import(args: DbArgs, config: ConfigArgs, replica: PathBuf) -> Result<ExitCode> {

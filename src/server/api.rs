@@ -53,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         .route("/pos", get(get_pos))
         .route("/db/tx", post(post_tx))
         .route("/db/snapshot", get(get_snapshot))
+        .route("/dbs", get(get_dbs))
+        .route("/db/info", get(get_info))
         .fallback(|uri: Uri| async move {
             ApiError::new(StatusCode::NOT_FOUND, "ENOTFOUND", format!("no such endpoint: {}", uri.path()))
         })
@@ -229,6 +231,31 @@ async fn get_pos(State(state): State<AppState>, headers: HeaderMap, uri: Uri) ->
     let map: BTreeMap<String, serde_json::Value> =
         state.vault.databases(Some(&cluster)).into_iter().map(|info| (info.db, position_json(info.position))).collect();
     Ok(axum::Json(map).into_response())
+}
+
+/// `GET /dbs`: every database of the cluster with its position, size and, per level, its
+/// restorable range (the shape of `ltxvault info --json`).
+async fn get_dbs(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
+    let q: ClusterQuery = query(&uri)?;
+    let cluster = cluster_of(&state, &headers, q.cluster.as_deref())?;
+    let config = state.vault.config();
+    let databases: Vec<_> =
+        state.vault.databases(Some(&cluster)).iter().map(|info| crate::report::info_json(info, config)).collect();
+    Ok(axum::Json(serde_json::json!({"cluster": cluster, "databases": databases})).into_response())
+}
+
+/// `GET /db/info?db=NAME`: one database, as in `GET /dbs`.
+async fn get_info(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
+    let q: DbQuery = query(&uri)?;
+    let cluster = cluster_of(&state, &headers, q.cluster.as_deref())?;
+    let db = db_name(q.db.as_deref())?;
+    let info = state
+        .vault
+        .databases(Some(&cluster))
+        .into_iter()
+        .find(|info| info.db == db)
+        .ok_or_else(|| ApiError::from(Error::NotFound { cluster: cluster.clone(), db: db.to_string() }))?;
+    Ok(axum::Json(crate::report::info_json(&info, state.vault.config())).into_response())
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,93 @@
+//! What the vault reports about a database, in one shape for the CLI, the HTTP control
+//! plane and scripts: [`info_json`] builds it, [`info_text`] prints it for people (from the
+//! JSON, so a remote `info` prints exactly what a local one does).
+
+use crate::config::{format_duration_ms, format_retention};
+use crate::ltx::TxId;
+use crate::vault::{DbInfo, VaultConfig};
+
+/// A timestamp in ms as RFC 3339 (UTC, milliseconds).
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+/// The window of a level (L1 and up) in ms, as configured.
+pub fn window_ms(config: &VaultConfig, level: u8) -> Option<i64> {
+    let index = usize::from(level.checked_sub(1)?);
+    config.level_intervals_ms.get(index).copied()
+}
+
+/// The retention of a level in ms (`None`: kept forever), as configured.
+pub fn retention_ms(config: &VaultConfig, level: u8) -> Option<i64> {
+    config.retention_ms.get(usize::from(level)).copied().flatten()
+}
+
+/// A database as JSON: position, HWM, page size, size, then per level its window,
+/// retention, pieces, bytes on disk and restorable range.
+pub fn info_json(info: &DbInfo, config: &VaultConfig) -> serde_json::Value {
+    let point = |p: Option<(TxId, i64)>| {
+        p.map(|(txid, ms)| serde_json::json!({"txid": txid.to_string(), "timestamp_ms": ms, "time": rfc3339(ms)}))
+    };
+    let levels: Vec<_> = info
+        .levels
+        .iter()
+        .map(|l| {
+            let window = window_ms(config, l.level);
+            let retention = retention_ms(config, l.level);
+            serde_json::json!({"level": l.level, "window_ms": window, "window": window.map(format_duration_ms),
+                "retention_ms": retention, "retention": format_retention(retention),
+                "pieces": l.pieces, "bytes": l.bytes, "oldest": point(l.oldest), "newest": point(l.newest)})
+        })
+        .collect();
+    serde_json::json!({"cluster": info.cluster, "db": info.db, "position": info.position.to_string(),
+        "hwm": info.hwm.to_string(), "page_size": info.page_size, "commit": info.commit,
+        "size_bytes": u64::from(info.commit) * u64::from(info.page_size),
+        "oldest": point(info.oldest), "newest": point(info.newest), "levels": levels})
+}
+
+/// [`info_json`] for people: the database, then a table with one row per level.
+pub fn info_text(info: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let point = |p: &serde_json::Value| {
+        if p.is_null() { "-".to_string() } else { format!("{} {}", text(&p["txid"]), text(&p["time"])) }
+    };
+    let mut rows = vec![["level", "window", "retention", "pieces", "bytes", "oldest", "newest"].map(String::from)];
+    for l in info["levels"].as_array().into_iter().flatten() {
+        rows.push([
+            format!("L{}", text(&l["level"])),
+            text(&l["window"]),
+            text(&l["retention"]),
+            text(&l["pieces"]),
+            text(&l["bytes"]),
+            point(&l["oldest"]),
+            point(&l["newest"]),
+        ]);
+    }
+    let mut widths = [0; 7];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = format!(
+        "{}/{}\n  position   {}\n  hwm        {}\n  page size  {}\n  size       {} pages, {} bytes\n",
+        text(&info["cluster"]),
+        text(&info["db"]),
+        text(&info["position"]),
+        text(&info["hwm"]),
+        text(&info["page_size"]),
+        text(&info["commit"]),
+        text(&info["size_bytes"]),
+    );
+    for row in &rows {
+        let cells: Vec<_> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:width$}")).collect();
+        out.push_str(&format!("  {}\n", cells.join("  ").trim_end()));
+    }
+    out
+}
