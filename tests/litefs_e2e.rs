@@ -205,6 +205,21 @@ fn litefs_backs_up_to_the_vault_and_restores_from_it() {
     std::fs::write(&restored, &snapshot).expect("write");
     assert_eq!(sqlite(&restored, "PRAGMA integrity_check;"), "ok");
     assert_eq!(sqlite(&restored, "SELECT sum(x) FROM t;"), "210");
+    // The CLI through the running server (which holds the vault's lock).
+    let endpoint = format!("http://{addr}");
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ltxvault")).args(args).output().expect("run ltxvault");
+        assert!(out.status.success(), "ltxvault {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let via_cli = dir.path().join("via-cli.db");
+    let via = via_cli.to_str().expect("path");
+    cli(&["restore", "--endpoint", &endpoint, "--cluster", "e2e", "--db", "app.db", "-o", via]);
+    assert!(std::fs::read(&via_cli).expect("read") == snapshot, "restore --endpoint gives the same database");
+    let info: serde_json::Value =
+        serde_json::from_str(&cli(&["info", "--endpoint", &endpoint, "--cluster", "e2e", "--db", "app.db", "--json"]))
+            .expect("json");
+    assert_eq!(info["position"].as_str(), vault_position(addr, "app.db").as_deref());
     let status = node.stop(libc::SIGINT);
     assert!(status.success(), "litefs exits cleanly: {status}");
 

@@ -3,6 +3,7 @@
 mod bench_cmd;
 mod config_cmd;
 mod ltx_cmd;
+mod remote;
 mod serve_cmd;
 mod vault_cmd;
 

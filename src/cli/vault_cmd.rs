@@ -13,12 +13,19 @@ use crate::report::window_ms;
 use crate::restore::Target;
 use crate::vault::{Vault, VaultConfig};
 
-/// Which database.
+/// Which database, in a vault directory or behind a running server.
 #[derive(Args, Debug)]
 pub(crate) struct DbArgs {
     /// The vault directory.
+    #[arg(long, required_unless_present = "endpoint", conflicts_with = "endpoint")]
+    pub data: Option<PathBuf>,
+    /// A running `ltxvault serve` to ask instead of opening the directory (which the server
+    /// holds locked), e.g. http://127.0.0.1:2200.
     #[arg(long)]
-    pub data: PathBuf,
+    pub endpoint: Option<String>,
+    /// The token for `--endpoint` (sent as the Authorization header).
+    #[arg(long, env = "LTXVAULT_TOKEN", requires = "endpoint", hide_env_values = true)]
+    pub token: Option<String>,
     /// Cluster name.
     #[arg(long)]
     pub cluster: String,
@@ -107,8 +114,26 @@ fn target(txid: Option<&str>, timestamp: Option<&str>) -> Result<Target> {
     }
 }
 
+impl DbArgs {
+    /// The vault directory, for commands that work on one directly.
+    fn local(&self) -> Result<&Path> {
+        self.data
+            .as_deref()
+            .ok_or_else(|| Error::Invalid("this command needs --data DIR (it cannot go through --endpoint)".into()))
+    }
+
+    /// The server, when the command goes through one.
+    fn remote(&self) -> Result<Option<super::remote::Remote>> {
+        self.endpoint.as_deref().map(|e| super::remote::Remote::new(e, self.token.as_deref())).transpose()
+    }
+}
+
 pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
-    let DbArgs { data, cluster, db } = &args.target_db;
+    if let Some(remote) = args.target_db.remote()? {
+        return remote_restore(&remote, &args);
+    }
+    let DbArgs { cluster, db, .. } = &args.target_db;
+    let data = args.target_db.local()?;
     let config = args.config.vault_config()?;
     let vault = open(data, config.clone())?;
     let target = target(args.txid.as_deref(), args.timestamp.as_deref())?;
@@ -171,9 +196,65 @@ pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `restore --endpoint`: downloads the database at the point from the server, checks its
+/// checksum against the one the server recorded for the point, renames it into place.
+fn remote_restore(remote: &super::remote::Remote, args: &RestoreArgs) -> Result<ExitCode> {
+    let DbArgs { cluster, db, .. } = &args.target_db;
+    if args.dry_run {
+        return Err(Error::Invalid("--dry-run needs --data: the server does not show plans".into()));
+    }
+    if !args.force && args.output.exists() {
+        return Err(Error::Invalid(format!("{} exists; pass --force to replace it", args.output.display())));
+    }
+    let mut query = vec![("db", db.as_str()), ("cluster", cluster.as_str()), ("format", "sqlite")];
+    if let Some(txid) = &args.txid {
+        query.push(("txid", txid));
+    }
+    if let Some(timestamp) = &args.timestamp {
+        query.push(("timestamp", timestamp));
+    }
+    let temp = crate::io::TempFile::create(&args.output)?;
+    let point = remote.download("/db/snapshot", &query, temp.file())?;
+    let checksum = crate::ltx::database_file_checksum(temp.path(), point.page_size)?;
+    if checksum != point.checksum {
+        return Err(Error::Corrupt {
+            file: temp.path().to_path_buf(),
+            offset: 0,
+            reason: format!("downloaded database has checksum {checksum}, the server recorded {}", point.checksum),
+        });
+    }
+    temp.commit()?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"output": args.output, "txid": point.txid.to_string(), "checksum": point.checksum.to_string(),
+                "commit": point.commit, "page_size": point.page_size})
+        );
+    } else {
+        println!(
+            "restored {cluster}/{db} to TXID {} ({} pages of {} bytes, checksum {}) into {}",
+            point.txid,
+            point.commit,
+            point.page_size,
+            point.checksum,
+            args.output.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn info(args: DbArgs, config: ConfigArgs, json: bool) -> Result<ExitCode> {
+    if let Some(remote) = args.remote()? {
+        let report = remote.json("/db/info", &[("db", args.db.as_str()), ("cluster", args.cluster.as_str())])?;
+        if json {
+            println!("{report}");
+        } else {
+            print!("{}", crate::report::info_text(&report));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = config.vault_config()?;
-    let vault = open(&args.data, config.clone())?;
+    let vault = open(args.local()?, config.clone())?;
     let info = vault
         .databases(Some(&args.cluster))
         .into_iter()
@@ -191,7 +272,7 @@ pub(crate) fn info(args: DbArgs, config: ConfigArgs, json: bool) -> Result<ExitC
 
 pub(crate) fn import(args: DbArgs, config: ConfigArgs, replica: PathBuf) -> Result<ExitCode> {
     // Vault::open creates the directory, readable by its owner only.
-    let vault = Vault::open(&args.data, config.vault_config()?)?;
+    let vault = Vault::open(args.local()?, config.vault_config()?)?;
     let bar = progress_bar("importing", "files");
     let report = import_litestream(&vault, &args.cluster, &args.db, &replica, |done, total| {
         bar.set_length(total as u64);

@@ -345,7 +345,7 @@ async fn get_snapshot(State(state): State<AppState>, headers: HeaderMap, uri: Ur
     let target = target_of(q.txid.as_deref(), q.timestamp.as_deref())?;
     // Resolve first, so that an unknown database or point is a proper error status rather
     // than a broken stream.
-    state
+    let (plan, page_size) = state
         .vault
         .plan_restore(&cluster, &db, target)
         .map_err(|e| ApiError::from(e).with_pos(position_of(&state.vault, &cluster, &db)))?;
@@ -353,7 +353,9 @@ async fn get_snapshot(State(state): State<AppState>, headers: HeaderMap, uri: Ur
     let (vault, scratch) = (state.vault.clone(), state.scratch.clone());
     tokio::task::spawn_blocking(move || {
         let mut out = ChannelWriter { tx, buf: Vec::with_capacity(ChannelWriter::CHUNK) };
-        let result = write_snapshot(&vault, &scratch, &cluster, &db, target, format, &mut out);
+        // The point resolved above, by TXID: a timestamp or "latest" must not move while
+        // this runs.
+        let result = write_snapshot(&vault, &scratch, &cluster, &db, Target::TxId(plan.txid), format, &mut out);
         match result.and_then(|()| std::io::Write::flush(&mut out).map_err(|e| Error::io("send the snapshot", e))) {
             Ok(()) => {}
             Err(e) => {
@@ -363,9 +365,17 @@ async fn get_snapshot(State(state): State<AppState>, headers: HeaderMap, uri: Ur
         }
     });
     let mut response = Response::new(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)));
-    response
-        .headers_mut()
-        .insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    let headers = response.headers_mut();
+    headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    // The point the body is, so a client can check what it receives.
+    for (name, value) in [
+        ("Ltxvault-Txid", plan.txid.to_string()),
+        ("Ltxvault-Checksum", plan.checksum.to_string()),
+        ("Ltxvault-Commit", plan.commit.to_string()),
+        ("Ltxvault-Page-Size", page_size.to_string()),
+    ] {
+        headers.insert(name, HeaderValue::from_str(&value).expect("digits are a header value"));
+    }
     Ok(response)
 }
 
