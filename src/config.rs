@@ -5,6 +5,8 @@
 //! [ingest]     queue_capacity, max_batch, max_upload, enqueue_timeout
 //! [levels]     l1_window, l2_window, l3_window, grace
 //! [retention]  l0, l1, l2, l3, every
+//! [server]     listen, auth, max_body, max_uploads, max_connections, header_timeout,
+//!              body_idle_timeout, body_timeout, shutdown_grace
 //! ```
 //!
 //! Every key is optional: a missing key keeps the value of the configuration it is applied
@@ -45,6 +47,65 @@ pub struct ConfigFile {
     pub levels: LevelsSection,
     /// `[retention]`: how long each level keeps its restore points.
     pub retention: RetentionSection,
+    /// `[server]`: `ltxvault serve` only.
+    pub server: ServerSection,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address to listen on.
+    pub listen: Option<std::net::SocketAddr>,
+    /// How requests are authenticated.
+    pub auth: Option<AuthChoice>,
+    /// Largest request body.
+    pub max_body: Option<Bytes>,
+    /// Uploads handled at once.
+    pub max_uploads: Option<usize>,
+    /// Open connections at once.
+    pub max_connections: Option<usize>,
+    /// Time to send a request's head.
+    pub header_timeout: Option<Millis>,
+    /// Longest pause within a request body.
+    pub body_idle_timeout: Option<Millis>,
+    /// Longest time for a whole request body.
+    pub body_timeout: Option<Millis>,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace: Option<Millis>,
+}
+
+/// How `serve` authenticates requests.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthChoice {
+    /// Per-cluster tokens from `ltxvault token create`.
+    #[default]
+    Tokens,
+    /// None: the request names its cluster (`Authorization: cluster NAME`); trusted
+    /// networks only.
+    None,
+}
+
+/// Everything `serve` takes besides the vault's own settings.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// How requests are authenticated.
+    pub auth: AuthChoice,
+    /// Limits and timeouts.
+    pub limits: crate::server::Limits,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 2200)),
+            auth: AuthChoice::Tokens,
+            limits: crate::server::Limits::default(),
+        }
+    }
 }
 
 /// `[storage]`.
@@ -256,7 +317,7 @@ impl ConfigFile {
     /// `base` with every key this file sets replaced, then checked with [`validate`].
     pub fn apply(&self, base: VaultConfig) -> Result<VaultConfig> {
         let mut config = base;
-        let ConfigFile { storage, ingest, levels, retention } = self;
+        let ConfigFile { storage, ingest, levels, retention, server: _ } = self;
         if let Some(io) = storage.io {
             config.io = io;
         }
@@ -289,6 +350,74 @@ impl ConfigFile {
         }
         validate(&config)?;
         Ok(config)
+    }
+}
+
+impl ConfigFile {
+    /// `base` with every `[server]` key this file sets replaced, then checked.
+    pub fn apply_server(&self, base: ServerSettings) -> Result<ServerSettings> {
+        let mut settings = base;
+        let ServerSection {
+            listen,
+            auth,
+            max_body,
+            max_uploads,
+            max_connections,
+            header_timeout,
+            body_idle_timeout,
+            body_timeout,
+            shutdown_grace,
+        } = &self.server;
+        let limits = &mut settings.limits;
+        if let Some(listen) = listen {
+            settings.listen = *listen;
+        }
+        if let Some(auth) = auth {
+            settings.auth = *auth;
+        }
+        if let Some(Bytes(n)) = max_body {
+            limits.max_body_bytes = *n;
+        }
+        if let Some(n) = max_uploads {
+            limits.max_concurrent_uploads = *n;
+        }
+        if let Some(n) = max_connections {
+            limits.max_connections = *n;
+        }
+        for (slot, value) in [
+            (&mut limits.header_timeout, header_timeout),
+            (&mut limits.body_idle_timeout, body_idle_timeout),
+            (&mut limits.body_timeout, body_timeout),
+            (&mut limits.shutdown_grace, shutdown_grace),
+        ] {
+            if let Some(Millis(ms)) = value {
+                *slot = duration(*ms);
+            }
+        }
+        for (key, value) in [
+            ("server.max_body", limits.max_body_bytes),
+            ("server.max_uploads", limits.max_concurrent_uploads as u64),
+            ("server.max_connections", limits.max_connections as u64),
+            ("server.header_timeout", whole_ms(limits.header_timeout) as u64),
+            ("server.body_idle_timeout", whole_ms(limits.body_idle_timeout) as u64),
+            ("server.body_timeout", whole_ms(limits.body_timeout) as u64),
+        ] {
+            if value == 0 {
+                return Err(Error::Invalid(format!("{key} must be positive")));
+            }
+        }
+        Ok(settings)
+    }
+}
+
+/// `base`, overridden by the `[server]` section of the file at `path` when there is one.
+pub fn load_server(path: Option<&Path>, base: ServerSettings) -> Result<ServerSettings> {
+    match path {
+        Some(path) => ConfigFile::load(path)?.apply_server(base).map_err(|e| match e {
+            Error::InFile { .. } => e,
+            e => e.in_file(path),
+        }),
+        None => Ok(base),
     }
 }
 
@@ -404,9 +533,10 @@ fn io_name(io: IoChoice) -> &'static str {
     }
 }
 
-/// A complete configuration file with every key at its value in `config`, each explained.
-/// `example(&VaultConfig::default())` is what `ltxvault config example` prints.
-pub fn example(config: &VaultConfig) -> String {
+/// A complete configuration file with every key at its value in `config` and `server`,
+/// each explained. `example(&VaultConfig::default(), &ServerSettings::default())` is what
+/// `ltxvault config example` prints.
+pub fn example(config: &VaultConfig, server: &ServerSettings) -> String {
     let mut out = String::new();
     let mut line = |text: String| {
         out.push_str(&text);
@@ -449,6 +579,34 @@ pub fn example(config: &VaultConfig) -> String {
     }
     line("# Time between two retention passes.".into());
     line(format!("every = \"{}\"", format_duration_ms(whole_ms(config.retention_every))));
+    line(String::new());
+    let limits = &server.limits;
+    let ms = |d: Duration| format_duration_ms(whole_ms(d));
+    line("[server]".into());
+    line("# `ltxvault serve` only. Address to listen on.".into());
+    line(format!("listen = \"{}\"", server.listen));
+    line("# \"tokens\" (from `ltxvault token create`) or \"none\" (the request names its cluster with".into());
+    line("# `Authorization: cluster NAME`; trusted networks only).".into());
+    line(format!(
+        "auth = \"{}\"",
+        match server.auth {
+            AuthChoice::Tokens => "tokens",
+            AuthChoice::None => "none",
+        }
+    ));
+    line("# Largest request body; a larger upload is refused (413).".into());
+    line(format!("max_body = \"{}\"", format_size_bytes(limits.max_body_bytes)));
+    line("# Uploads handled at once; more wait for a slot.".into());
+    line(format!("max_uploads = {}", limits.max_concurrent_uploads));
+    line("# Open connections at once; more are refused.".into());
+    line(format!("max_connections = {}", limits.max_connections));
+    line("# Time a client has to send a request's head.".into());
+    line(format!("header_timeout = \"{}\"", ms(limits.header_timeout)));
+    line("# Longest pause within a request body, and longest time for a whole body (408).".into());
+    line(format!("body_idle_timeout = \"{}\"", ms(limits.body_idle_timeout)));
+    line(format!("body_timeout = \"{}\"", ms(limits.body_timeout)));
+    line("# How long shutdown (SIGTERM, SIGINT) waits for requests in flight.".into());
+    line(format!("shutdown_grace = \"{}\"", ms(limits.shutdown_grace)));
     out
 }
 
@@ -477,7 +635,7 @@ mod tests {
     #[test]
     fn the_example_sets_every_key_to_its_default() {
         let defaults = VaultConfig::default();
-        let text = example(&defaults);
+        let text = example(&defaults, &ServerSettings::default());
         let parsed = ConfigFile::parse(&text).unwrap().apply(unlike_default()).unwrap();
         // Destructured without `..`: a field added to VaultConfig fails to compile here
         // until this test (and the file format) say what becomes of it.
@@ -508,7 +666,7 @@ mod tests {
 
     #[test]
     fn the_example_reads_like_the_documented_shape() {
-        let text = example(&VaultConfig::default());
+        let text = example(&VaultConfig::default(), &ServerSettings::default());
         for line in [
             "io = \"auto\"",
             "segment_size = \"64MiB\"",
@@ -532,7 +690,7 @@ mod tests {
     fn the_documentation_lists_every_key_with_its_default() {
         let docs = include_str!("../docs/CONFIG.md");
         let mut section = "";
-        for line in example(&VaultConfig::default()).lines() {
+        for line in example(&VaultConfig::default(), &ServerSettings::default()).lines() {
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 section = name;
             } else if let Some((key, value)) = line.split_once(" = ") {
@@ -540,6 +698,49 @@ mod tests {
                 assert!(docs.lines().any(|l| l.starts_with(&row)), "docs/CONFIG.md has no row {row}");
             }
         }
+    }
+
+    #[test]
+    fn the_example_sets_every_server_key_to_its_default() {
+        let defaults = ServerSettings::default();
+        let text = example(&VaultConfig::default(), &defaults);
+        let unlike = ServerSettings {
+            listen: "10.0.0.1:1".parse().unwrap(),
+            auth: AuthChoice::None,
+            limits: crate::server::Limits {
+                max_body_bytes: 3,
+                max_concurrent_uploads: 3,
+                max_connections: 3,
+                header_timeout: Duration::from_millis(3),
+                body_idle_timeout: Duration::from_millis(3),
+                body_timeout: Duration::from_millis(3),
+                shutdown_grace: Duration::from_millis(3),
+            },
+        };
+        let parsed = ConfigFile::parse(&text).unwrap().apply_server(unlike).unwrap();
+        assert_eq!(parsed.listen, defaults.listen);
+        assert_eq!(parsed.auth, defaults.auth);
+        let crate::server::Limits {
+            max_body_bytes,
+            max_concurrent_uploads,
+            max_connections,
+            header_timeout,
+            body_idle_timeout,
+            body_timeout,
+            shutdown_grace,
+        } = parsed.limits;
+        let d = &defaults.limits;
+        assert_eq!(
+            (max_body_bytes, max_concurrent_uploads, max_connections),
+            (d.max_body_bytes, d.max_concurrent_uploads, d.max_connections)
+        );
+        assert_eq!(
+            (header_timeout, body_idle_timeout, body_timeout, shutdown_grace),
+            (d.header_timeout, d.body_idle_timeout, d.body_timeout, d.shutdown_grace)
+        );
+        let bad = ConfigFile::parse("[server]\nmax_uploads = 0\n").unwrap().apply_server(ServerSettings::default());
+        assert!(bad.unwrap_err().to_string().contains("server.max_uploads"));
+        assert!(ConfigFile::parse("[server]\nauth = \"maybe\"\n").is_err());
     }
 
     #[test]
@@ -556,7 +757,8 @@ mod tests {
             ("[ingest]\nmax_batch = 1\nqueue = 3\n", "queue"),
             ("[levels]\nl4_window = \"1d\"\n", "l4_window"),
             ("[retention]\nl5 = \"off\"\n", "l5"),
-            ("[server]\nlisten = \":20202\"\n", "server"),
+            ("[server]\nlisten_addr = \":20202\"\n", "listen_addr"),
+            ("[metrics]\nlisten = \":9090\"\n", "metrics"),
             ("verbose = true\n", "verbose"),
         ] {
             let err = ConfigFile::parse(text).unwrap_err().to_string();

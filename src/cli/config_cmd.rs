@@ -17,7 +17,9 @@ pub(crate) enum ConfigCommand {
 
 pub(crate) fn run(command: ConfigCommand) -> Result<ExitCode> {
     match command {
-        ConfigCommand::Example => print!("{}", config::example(&VaultConfig::default())),
+        ConfigCommand::Example => {
+            print!("{}", config::example(&VaultConfig::default(), &config::ServerSettings::default()))
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

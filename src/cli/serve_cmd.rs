@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::vault_cmd::ConfigArgs;
+use crate::config::{AuthChoice, ServerSettings};
 use crate::error::{Error, Result};
-use crate::server::{AuthMode, Limits};
+use crate::server::AuthMode;
 use crate::vault::Vault;
 
 /// `ltxvault serve`.
@@ -18,31 +19,31 @@ pub(crate) struct ServeArgs {
     /// The vault directory (created if missing).
     #[arg(long)]
     pub data: PathBuf,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:2200")]
-    pub listen: SocketAddr,
-    /// How requests are authenticated: `none` takes the cluster from an
-    /// `Authorization: cluster NAME` header (trusted networks only).
-    #[arg(long, value_enum, default_value_t = AuthSwitch::None)]
-    pub auth: AuthSwitch,
+    /// Address to listen on [default: 127.0.0.1:2200, or server.listen].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// How requests are authenticated: `tokens` (from `ltxvault token create`), or `none`,
+    /// which takes the cluster from an `Authorization: cluster NAME` header (trusted
+    /// networks only) [default: tokens, or server.auth].
+    #[arg(long, value_enum)]
+    pub auth: Option<AuthChoice>,
     #[command(flatten)]
     pub config: ConfigArgs,
-}
-
-/// The values of `--auth`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum AuthSwitch {
-    /// No authentication: the cluster is named by the request.
-    None,
 }
 
 pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode> {
     let mut config = args.config.vault_config()?;
     config.background_compaction = true;
-    let auth = match args.auth {
-        AuthSwitch::None => {
+    let mut settings = crate::config::load_server(args.config.config.as_deref(), ServerSettings::default())?;
+    settings.listen = args.listen.unwrap_or(settings.listen);
+    settings.auth = args.auth.unwrap_or(settings.auth);
+    let auth = match settings.auth {
+        AuthChoice::None => {
             tracing::warn!("--auth none: any client can read and write any cluster; use only on a trusted network");
             AuthMode::None
+        }
+        AuthChoice::Tokens => {
+            return Err(Error::Invalid("token authentication is not in this build yet; run with --auth none".into()));
         }
     };
     let vault = Arc::new(Vault::open(&args.data, config)?);
@@ -52,13 +53,13 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode> {
         .build()
         .map_err(|e| Error::io("start the async runtime", e))?;
     let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
-            .map_err(|e| Error::io(format!("listen on {}", args.listen), e))?;
+            .map_err(|e| Error::io(format!("listen on {}", settings.listen), e))?;
         let local = listener.local_addr().map_err(|e| Error::io("read the listening address", e))?;
         tracing::info!(listen = %local, data = %args.data.display(), "serving");
         eprintln!("ltxvault: serving {} on http://{local}", args.data.display());
-        crate::server::run(listener, vault.clone(), auth, Limits::default(), crate::server::signals()).await
+        crate::server::run(listener, vault.clone(), auth, settings.limits.clone(), crate::server::signals()).await
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     let vault =
