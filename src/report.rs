@@ -91,3 +91,33 @@ pub fn info_text(info: &serde_json::Value) -> String {
     }
     out
 }
+
+/// Databases for people, one line each: cluster/name, position, size, last upload, and the
+/// oldest and newest restorable points.
+pub fn list_text(reports: &[serde_json::Value]) -> String {
+    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let time = |p: &serde_json::Value| p["time"].as_str().unwrap_or("-").to_string();
+    let mut rows = vec![["database", "position", "size", "last upload", "restorable from"].map(String::from)];
+    for r in reports {
+        rows.push([
+            format!("{}/{}", text(&r["cluster"]), text(&r["db"])),
+            text(&r["position"]),
+            format!("{} bytes", text(&r["size_bytes"])),
+            time(&r["newest"]),
+            time(&r["oldest"]),
+        ]);
+    }
+    let mut widths = [0; 5];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<_> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:width$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -220,6 +220,8 @@ fn litefs_backs_up_to_the_vault_and_restores_from_it() {
         serde_json::from_str(&cli(&["info", "--endpoint", &endpoint, "--cluster", "e2e", "--db", "app.db", "--json"]))
             .expect("json");
     assert_eq!(info["position"].as_str(), vault_position(addr, "app.db").as_deref());
+    let listed = cli(&["ls", "--endpoint", &endpoint, "--cluster", "e2e"]);
+    assert!(listed.contains("e2e/app.db") && listed.contains("e2e/other.db"), "{listed}");
     let status = node.stop(libc::SIGINT);
     assert!(status.success(), "litefs exits cleanly: {status}");
 

@@ -41,6 +41,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List databases with their position, size, last upload and restorable window.
+    Ls(vault_cmd::LsArgs),
     /// Import a Litestream 0.5 file replica (its ltx/<level>/ tree), keeping every restore
     /// point it holds.
     ImportLitestream {
@@ -73,6 +75,7 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => serve_cmd::serve(args),
         Command::Restore(args) => vault_cmd::restore(args),
         Command::Info { db, config, json } => vault_cmd::info(db, config, json),
+        Command::Ls(args) => vault_cmd::ls(args),
         Command::ImportLitestream { db, config, replica } => vault_cmd::import(db, config, replica),
         Command::Config { command } => config_cmd::run(command),
     };

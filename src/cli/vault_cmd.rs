@@ -196,6 +196,59 @@ pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `ltxvault ls`.
+#[derive(Args, Debug)]
+pub(crate) struct LsArgs {
+    /// The vault directory.
+    #[arg(long, required_unless_present = "endpoint", conflicts_with = "endpoint")]
+    pub data: Option<PathBuf>,
+    /// A running `ltxvault serve` to ask instead.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// The token for `--endpoint`.
+    #[arg(long, env = "LTXVAULT_TOKEN", requires = "endpoint", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Only this cluster (with `--endpoint`, the token's cluster when not given).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print JSON: one object per database, as `info --json` prints it.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(crate) fn ls(args: LsArgs) -> Result<ExitCode> {
+    let reports: Vec<serde_json::Value> = match (&args.data, &args.endpoint) {
+        (_, Some(endpoint)) => {
+            let remote = super::remote::Remote::new(endpoint, args.token.as_deref())?;
+            let query: Vec<(&str, &str)> = args.cluster.iter().map(|c| ("cluster", c.as_str())).collect();
+            let reply = remote.json("/dbs", &query)?;
+            reply["databases"].as_array().cloned().unwrap_or_default()
+        }
+        (Some(data), None) => {
+            let config = args.config.vault_config()?;
+            let vault = open(data, config.clone())?;
+            let reports = vault
+                .databases(args.cluster.as_deref())
+                .iter()
+                .map(|info| crate::report::info_json(info, &config))
+                .collect();
+            vault.close()?;
+            reports
+        }
+        (None, None) => return Err(Error::Invalid("give --data DIR or --endpoint URL".into())),
+    };
+    if args.json {
+        for report in &reports {
+            println!("{report}");
+        }
+    } else {
+        print!("{}", crate::report::list_text(&reports));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `restore --endpoint`: downloads the database at the point from the server, checks its
 /// checksum against the one the server recorded for the point, renames it into place.
 fn remote_restore(remote: &super::remote::Remote, args: &RestoreArgs) -> Result<ExitCode> {
