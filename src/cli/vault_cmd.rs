@@ -13,9 +13,9 @@ use crate::report::window_ms;
 use crate::restore::Target;
 use crate::vault::{Vault, VaultConfig};
 
-/// Which database, in a vault directory or behind a running server.
+/// Where the vault is: a directory, or a running server.
 #[derive(Args, Debug)]
-pub(crate) struct DbArgs {
+pub(crate) struct SourceArgs {
     /// The vault directory.
     #[arg(long, required_unless_present = "endpoint", conflicts_with = "endpoint")]
     pub data: Option<PathBuf>,
@@ -26,6 +26,27 @@ pub(crate) struct DbArgs {
     /// The token for `--endpoint` (sent as the Authorization header).
     #[arg(long, env = "LTXVAULT_TOKEN", requires = "endpoint", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+impl SourceArgs {
+    /// The vault directory, for commands that work on one directly.
+    fn local(&self) -> Result<&Path> {
+        self.data
+            .as_deref()
+            .ok_or_else(|| Error::Invalid("this command needs --data DIR (it cannot go through --endpoint)".into()))
+    }
+
+    /// The server, when the command goes through one.
+    fn remote(&self) -> Result<Option<super::remote::Remote>> {
+        self.endpoint.as_deref().map(|e| super::remote::Remote::new(e, self.token.as_deref())).transpose()
+    }
+}
+
+/// Which database, in a vault directory or behind a running server.
+#[derive(Args, Debug)]
+pub(crate) struct DbArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Cluster name.
     #[arg(long)]
     pub cluster: String,
@@ -114,26 +135,12 @@ fn target(txid: Option<&str>, timestamp: Option<&str>) -> Result<Target> {
     }
 }
 
-impl DbArgs {
-    /// The vault directory, for commands that work on one directly.
-    fn local(&self) -> Result<&Path> {
-        self.data
-            .as_deref()
-            .ok_or_else(|| Error::Invalid("this command needs --data DIR (it cannot go through --endpoint)".into()))
-    }
-
-    /// The server, when the command goes through one.
-    fn remote(&self) -> Result<Option<super::remote::Remote>> {
-        self.endpoint.as_deref().map(|e| super::remote::Remote::new(e, self.token.as_deref())).transpose()
-    }
-}
-
 pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
-    if let Some(remote) = args.target_db.remote()? {
+    if let Some(remote) = args.target_db.source.remote()? {
         return remote_restore(&remote, &args);
     }
     let DbArgs { cluster, db, .. } = &args.target_db;
-    let data = args.target_db.local()?;
+    let data = args.target_db.source.local()?;
     let config = args.config.vault_config()?;
     let vault = open(data, config.clone())?;
     let target = target(args.txid.as_deref(), args.timestamp.as_deref())?;
@@ -199,15 +206,8 @@ pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
 /// `ltxvault ls`.
 #[derive(Args, Debug)]
 pub(crate) struct LsArgs {
-    /// The vault directory.
-    #[arg(long, required_unless_present = "endpoint", conflicts_with = "endpoint")]
-    pub data: Option<PathBuf>,
-    /// A running `ltxvault serve` to ask instead.
-    #[arg(long)]
-    pub endpoint: Option<String>,
-    /// The token for `--endpoint`.
-    #[arg(long, env = "LTXVAULT_TOKEN", requires = "endpoint", hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Only this cluster (with `--endpoint`, the token's cluster when not given).
     #[arg(long)]
     pub cluster: Option<String>,
@@ -219,16 +219,15 @@ pub(crate) struct LsArgs {
 }
 
 pub(crate) fn ls(args: LsArgs) -> Result<ExitCode> {
-    let reports: Vec<serde_json::Value> = match (&args.data, &args.endpoint) {
-        (_, Some(endpoint)) => {
-            let remote = super::remote::Remote::new(endpoint, args.token.as_deref())?;
+    let reports: Vec<serde_json::Value> = match args.source.remote()? {
+        Some(remote) => {
             let query: Vec<(&str, &str)> = args.cluster.iter().map(|c| ("cluster", c.as_str())).collect();
             let reply = remote.json("/dbs", &query)?;
             reply["databases"].as_array().cloned().unwrap_or_default()
         }
-        (Some(data), None) => {
+        None => {
             let config = args.config.vault_config()?;
-            let vault = open(data, config.clone())?;
+            let vault = open(args.source.local()?, config.clone())?;
             let reports = vault
                 .databases(args.cluster.as_deref())
                 .iter()
@@ -237,7 +236,6 @@ pub(crate) fn ls(args: LsArgs) -> Result<ExitCode> {
             vault.close()?;
             reports
         }
-        (None, None) => return Err(Error::Invalid("give --data DIR or --endpoint URL".into())),
     };
     if args.json {
         for report in &reports {
@@ -297,7 +295,7 @@ fn remote_restore(remote: &super::remote::Remote, args: &RestoreArgs) -> Result<
 }
 
 pub(crate) fn info(args: DbArgs, config: ConfigArgs, json: bool) -> Result<ExitCode> {
-    if let Some(remote) = args.remote()? {
+    if let Some(remote) = args.source.remote()? {
         let report = remote.json("/db/info", &[("db", args.db.as_str()), ("cluster", args.cluster.as_str())])?;
         if json {
             println!("{report}");
@@ -307,7 +305,7 @@ pub(crate) fn info(args: DbArgs, config: ConfigArgs, json: bool) -> Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     let config = config.vault_config()?;
-    let vault = open(args.local()?, config.clone())?;
+    let vault = open(args.source.local()?, config.clone())?;
     let info = vault
         .databases(Some(&args.cluster))
         .into_iter()
@@ -325,7 +323,7 @@ pub(crate) fn info(args: DbArgs, config: ConfigArgs, json: bool) -> Result<ExitC
 
 pub(crate) fn import(args: DbArgs, config: ConfigArgs, replica: PathBuf) -> Result<ExitCode> {
     // Vault::open creates the directory, readable by its owner only.
-    let vault = Vault::open(args.local()?, config.vault_config()?)?;
+    let vault = Vault::open(args.source.local()?, config.vault_config()?)?;
     let bar = progress_bar("importing", "files");
     let report = import_litestream(&vault, &args.cluster, &args.db, &replica, |done, total| {
         bar.set_length(total as u64);
