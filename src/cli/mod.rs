@@ -1,5 +1,6 @@
 //! The `ltxvault` command line.
 
+mod auth_cmd;
 mod bench_cmd;
 mod config_cmd;
 mod ltx_cmd;
@@ -52,6 +53,16 @@ enum Command {
         #[command(subcommand)]
         command: config_cmd::ConfigCommand,
     },
+    /// API tokens for `serve`: create, list, revoke (works while `serve` runs).
+    Token {
+        #[command(subcommand)]
+        command: auth_cmd::TokenCommand,
+    },
+    /// Per-cluster settings kept by the vault: reset the bound LiteFS cluster id.
+    Cluster {
+        #[command(subcommand)]
+        command: auth_cmd::ClusterCommand,
+    },
     /// Measure the vault on this machine.
     Bench {
         #[command(subcommand)]
@@ -70,6 +81,8 @@ pub fn run() -> ExitCode {
         Command::Info { db, config, json } => vault_cmd::info(db, config, json),
         Command::ImportLitestream { db, config, replica } => vault_cmd::import(db, config, replica),
         Command::Config { command } => config_cmd::run(command),
+        Command::Token { command } => auth_cmd::token(command),
+        Command::Cluster { command } => auth_cmd::cluster(command),
     };
     match result {
         Ok(code) => code,
