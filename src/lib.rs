@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod bench;
 pub mod catalog;
 pub mod cli;

@@ -1,5 +1,6 @@
 //! The `ltxvault` command line.
 
+mod auth_cmd;
 mod bench_cmd;
 mod config_cmd;
 mod ltx_cmd;
@@ -58,6 +59,16 @@ enum Command {
         #[command(subcommand)]
         command: config_cmd::ConfigCommand,
     },
+    /// API tokens for `serve`: create, list, revoke (works while `serve` runs).
+    Token {
+        #[command(subcommand)]
+        command: auth_cmd::TokenCommand,
+    },
+    /// Per-cluster settings kept by the vault: reset the bound LiteFS cluster id.
+    Cluster {
+        #[command(subcommand)]
+        command: auth_cmd::ClusterCommand,
+    },
     /// Measure the vault on this machine.
     Bench {
         #[command(subcommand)]
@@ -78,6 +89,8 @@ pub fn run() -> ExitCode {
         Command::Ls(args) => vault_cmd::ls(args),
         Command::ImportLitestream { db, config, replica } => vault_cmd::import(db, config, replica),
         Command::Config { command } => config_cmd::run(command),
+        Command::Token { command } => auth_cmd::token(command),
+        Command::Cluster { command } => auth_cmd::cluster(command),
     };
     match result {
         Ok(code) => code,
