@@ -73,6 +73,19 @@ pub struct ServerSection {
     pub body_timeout: Option<Millis>,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Option<Millis>,
+    /// Whether the first `Litefs-Cluster-Id` binds a cluster.
+    pub cluster_id: Option<ClusterIdChoice>,
+}
+
+/// Whether `serve` binds each cluster to the LiteFS cluster id it is first written with.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterIdChoice {
+    /// Bind on the first write; refuse other ids (422) until `ltxvault cluster reset-id`.
+    #[default]
+    Bind,
+    /// Ignore the header.
+    Off,
 }
 
 /// How `serve` authenticates requests.
@@ -94,6 +107,8 @@ pub struct ServerSettings {
     pub listen: std::net::SocketAddr,
     /// How requests are authenticated.
     pub auth: AuthChoice,
+    /// Whether clusters bind to their LiteFS cluster id.
+    pub cluster_id: ClusterIdChoice,
     /// Limits and timeouts.
     pub limits: crate::server::Limits,
 }
@@ -103,6 +118,7 @@ impl Default for ServerSettings {
         ServerSettings {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 2200)),
             auth: AuthChoice::Tokens,
+            cluster_id: ClusterIdChoice::Bind,
             limits: crate::server::Limits::default(),
         }
     }
@@ -367,7 +383,11 @@ impl ConfigFile {
             body_idle_timeout,
             body_timeout,
             shutdown_grace,
+            cluster_id,
         } = &self.server;
+        if let Some(choice) = cluster_id {
+            settings.cluster_id = *choice;
+        }
         let limits = &mut settings.limits;
         if let Some(listen) = listen {
             settings.listen = *listen;
@@ -594,6 +614,9 @@ pub fn example(config: &VaultConfig, server: &ServerSettings) -> String {
             AuthChoice::None => "none",
         }
     ));
+    line("# \"bind\": a cluster is bound to the LiteFS cluster id (Litefs-Cluster-Id) of its first".into());
+    line("# write and other ids are refused until `ltxvault cluster reset-id`; \"off\" ignores it.".into());
+    line(format!("cluster_id = \"{}\"", match server.cluster_id { ClusterIdChoice::Bind => "bind", ClusterIdChoice::Off => "off" }));
     line("# Largest request body; a larger upload is refused (413).".into());
     line(format!("max_body = \"{}\"", format_size_bytes(limits.max_body_bytes)));
     line("# Uploads handled at once; more wait for a slot.".into());
@@ -707,6 +730,7 @@ mod tests {
         let unlike = ServerSettings {
             listen: "10.0.0.1:1".parse().unwrap(),
             auth: AuthChoice::None,
+            cluster_id: ClusterIdChoice::Off,
             limits: crate::server::Limits {
                 max_body_bytes: 3,
                 max_concurrent_uploads: 3,
@@ -720,6 +744,7 @@ mod tests {
         let parsed = ConfigFile::parse(&text).unwrap().apply_server(unlike).unwrap();
         assert_eq!(parsed.listen, defaults.listen);
         assert_eq!(parsed.auth, defaults.auth);
+        assert_eq!(parsed.cluster_id, defaults.cluster_id);
         let crate::server::Limits {
             max_body_bytes,
             max_concurrent_uploads,

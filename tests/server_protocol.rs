@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::http::{Body, Reply, request};
 use ltxvault::io::engine::IoChoice;
 use ltxvault::ltx::{Checksum, Decoder, Encoder, Format, Header, PageNo, TxId};
-use ltxvault::server::{AuthMode, Limits};
+use ltxvault::server::{AuthMode, ClusterIdPolicy, Limits};
 use ltxvault::{Vault, VaultConfig};
 
 /// A server on a loopback port over a vault in a temporary directory; stopped (and the
@@ -23,6 +23,10 @@ struct Server {
 }
 
 fn start(dir: &std::path::Path, auth: AuthMode, limits: Limits) -> Server {
+    start_with(dir, auth, ClusterIdPolicy::Off, limits)
+}
+
+fn start_with(dir: &std::path::Path, auth: AuthMode, ids: ClusterIdPolicy, limits: Limits) -> Server {
     let config = VaultConfig { io: IoChoice::Std, background_compaction: false, ..VaultConfig::default() };
     let vault = Arc::new(Vault::open(dir, config).expect("open vault"));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -35,7 +39,7 @@ fn start(dir: &std::path::Path, auth: AuthMode, limits: Limits) -> Server {
         runtime
             .block_on(async {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                ltxvault::server::run(listener, vault.clone(), auth, limits, async {
+                ltxvault::server::run(listener, vault.clone(), auth, ids, limits, async {
                     let _ = stopped.await;
                 })
                 .await

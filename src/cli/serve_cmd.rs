@@ -8,9 +8,9 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::vault_cmd::ConfigArgs;
-use crate::config::{AuthChoice, ServerSettings};
+use crate::config::{AuthChoice, ClusterIdChoice, ServerSettings};
 use crate::error::{Error, Result};
-use crate::server::AuthMode;
+use crate::server::{AuthMode, ClusterIdPolicy};
 use crate::vault::Vault;
 
 /// `ltxvault serve`.
@@ -27,6 +27,10 @@ pub(crate) struct ServeArgs {
     /// networks only) [default: tokens, or server.auth].
     #[arg(long, value_enum)]
     pub auth: Option<AuthChoice>,
+    /// `bind` ties each cluster to the LiteFS cluster id of its first write; `off` ignores
+    /// the header [default: bind, or server.cluster_id].
+    #[arg(long, value_enum)]
+    pub cluster_id: Option<ClusterIdChoice>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -37,16 +41,28 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode> {
     let mut settings = crate::config::load_server(args.config.config.as_deref(), ServerSettings::default())?;
     settings.listen = args.listen.unwrap_or(settings.listen);
     settings.auth = args.auth.unwrap_or(settings.auth);
+    settings.cluster_id = args.cluster_id.unwrap_or(settings.cluster_id);
+    let vault = Arc::new(Vault::open(&args.data, config)?);
     let auth = match settings.auth {
         AuthChoice::None => {
             tracing::warn!("--auth none: any client can read and write any cluster; use only on a trusted network");
             AuthMode::None
         }
         AuthChoice::Tokens => {
-            return Err(Error::Invalid("token authentication is not in this build yet; run with --auth none".into()));
+            let tokens = crate::auth::TokenStore::open(&args.data)?;
+            if tokens.list()?.is_empty() {
+                tracing::warn!(
+                    "no tokens yet: every request will be refused until one is made with `ltxvault token create --data {} --cluster NAME`",
+                    args.data.display()
+                );
+            }
+            AuthMode::Tokens(Arc::new(tokens))
         }
     };
-    let vault = Arc::new(Vault::open(&args.data, config)?);
+    let cluster_ids = match settings.cluster_id {
+        ClusterIdChoice::Bind => ClusterIdPolicy::Bind(Arc::new(crate::auth::ClusterIds::open(&args.data)?)),
+        ClusterIdChoice::Off => ClusterIdPolicy::Off,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ltxvault-http")
@@ -59,7 +75,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode> {
         let local = listener.local_addr().map_err(|e| Error::io("read the listening address", e))?;
         tracing::info!(listen = %local, data = %args.data.display(), "serving");
         eprintln!("ltxvault: serving {} on http://{local}", args.data.display());
-        crate::server::run(listener, vault.clone(), auth, settings.limits.clone(), crate::server::signals()).await
+        crate::server::run(listener, vault.clone(), auth, cluster_ids, settings.limits.clone(), crate::server::signals()).await
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     let vault =

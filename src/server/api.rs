@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
-use super::{AuthMode, Limits, Scope};
+use super::{AuthMode, ClusterIdPolicy, Limits, Scope};
 use crate::catalog::Position;
 use crate::error::Error;
 use crate::ltx::{Checksum, TxId};
@@ -27,6 +27,7 @@ use crate::vault::Vault;
 pub struct AppState {
     vault: Arc<Vault>,
     auth: AuthMode,
+    cluster_ids: ClusterIdPolicy,
     limits: Arc<Limits>,
     uploads: Arc<Semaphore>,
     scratch: PathBuf,
@@ -34,13 +35,14 @@ pub struct AppState {
 
 impl AppState {
     /// State for a router over `vault`.
-    pub fn new(vault: Arc<Vault>, auth: AuthMode, limits: Limits) -> crate::Result<AppState> {
+    pub fn new(vault: Arc<Vault>, auth: AuthMode, cluster_ids: ClusterIdPolicy, limits: Limits) -> crate::Result<AppState> {
         let scratch = vault.dir().join("tmp");
         crate::io::make_private_dir(&scratch)?;
         Ok(AppState {
             uploads: Arc::new(Semaphore::new(limits.max_concurrent_uploads)),
             vault,
             auth,
+            cluster_ids,
             limits: Arc::new(limits),
             scratch,
         })
@@ -203,7 +205,31 @@ fn cluster_of(state: &AppState, headers: &HeaderMap, requested: Option<&str>) ->
     };
     crate::names::validate("cluster", &cluster)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "EBADCLUSTER", e.to_string()))?;
+    if let ClusterIdPolicy::Bind(ids) = &state.cluster_ids {
+        ids.check(&cluster, presented_cluster_id(headers)?).map_err(cluster_id_error)?;
+    }
     Ok(cluster)
+}
+
+/// The `Litefs-Cluster-Id` header, if the request has one.
+fn presented_cluster_id(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get("Litefs-Cluster-Id")
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, "EBADCLUSTERID", "the Litefs-Cluster-Id header is not text".into())
+            })
+        })
+        .transpose()
+}
+
+fn cluster_id_error(e: crate::auth::ClusterIdError) -> ApiError {
+    use crate::auth::ClusterIdError;
+    match e {
+        ClusterIdError::Mismatch(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ECLUSTERID", m.to_string()),
+        ClusterIdError::Malformed(m) => ApiError::new(StatusCode::BAD_REQUEST, "EBADCLUSTERID", m),
+        ClusterIdError::Store(e) => ApiError::from(e),
+    }
 }
 
 fn db_name(db: Option<&str>) -> Result<&str, ApiError> {
@@ -301,6 +327,16 @@ async fn post_tx(
     })?;
     match ack {
         Ok(ack) => {
+            if let (ClusterIdPolicy::Bind(ids), Ok(Some(id))) = (&state.cluster_ids, presented_cluster_id(&headers)) {
+                match ids.bind(&cluster, id) {
+                    Ok(crate::auth::Binding::NewlyBound) => {
+                        tracing::info!(cluster, cluster_id = id, "cluster bound to its LiteFS cluster id");
+                    }
+                    Ok(_) => {}
+                    // The upload is stored; a race with another first write lost the binding.
+                    Err(e) => tracing::warn!(cluster, error = %e, "could not bind the cluster id"),
+                }
+            }
             let mut response = StatusCode::OK.into_response();
             let hwm = HeaderValue::from_str(&ack.hwm.to_string()).expect("16 hex digits are a header value");
             response.headers_mut().insert("Litefs-Hwm", hwm);

@@ -26,6 +26,8 @@ use tokio::sync::Semaphore;
 
 use crate::vault::Vault;
 
+pub use crate::auth::Scope;
+
 /// How the server decides which cluster a request belongs to.
 #[derive(Clone)]
 pub enum AuthMode {
@@ -36,20 +38,27 @@ pub enum AuthMode {
     None,
 }
 
-/// What a presented credential may reach.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// One cluster's data.
-    Cluster(String),
-    /// Every cluster (control plane).
-    Admin,
-}
-
 /// Checks a presented `Authorization` value.
 pub trait Authenticate: Send + Sync {
     /// The scope of a valid token, `None` otherwise. Must not reveal, by its timing, why a
     /// token was refused.
     fn authenticate(&self, presented: &str) -> Option<Scope>;
+}
+
+impl Authenticate for crate::auth::TokenStore {
+    fn authenticate(&self, presented: &str) -> Option<Scope> {
+        crate::auth::TokenStore::authenticate(self, presented)
+    }
+}
+
+/// Whether the `Litefs-Cluster-Id` a cluster is first written with binds it.
+#[derive(Clone)]
+pub enum ClusterIdPolicy {
+    /// The first write with the header binds the cluster to that id; requests with another
+    /// id are refused (422) until an operator resets the binding.
+    Bind(Arc<crate::auth::ClusterIds>),
+    /// The header is ignored.
+    Off,
 }
 
 /// Limits and timeouts of the server.
@@ -91,10 +100,11 @@ pub async fn run(
     listener: TcpListener,
     vault: Arc<Vault>,
     auth: AuthMode,
+    cluster_ids: ClusterIdPolicy,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> crate::Result<()> {
-    let app = api::router(api::AppState::new(vault, auth, limits.clone())?);
+    let app = api::router(api::AppState::new(vault, auth, cluster_ids, limits.clone())?);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
