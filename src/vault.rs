@@ -15,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam::channel::{SendTimeoutError, Sender};
+use crossbeam::channel::{Receiver, SendTimeoutError, Sender};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::catalog::pagesums::{CleanPoint, PageSums};
@@ -27,12 +27,12 @@ use crate::compact::{
 };
 use crate::error::{Error, Result};
 use crate::ingest::{
-    LogWriter, Payload, Poison, WriteRequest, WriterLimits, apply_to_sums, checksum_after, payload_checksum,
+    LogWriter, Payload, Poison, WriteRequest, WriterLimits, Written, apply_to_sums, checksum_after, payload_checksum,
 };
 use crate::io::MappedFile;
 use crate::io::TempFile;
 use crate::io::engine::{IoChoice, IoEngine, open_engine};
-use crate::ltx::{Checksum, Decoder, TxId, database_file_checksum, page_checksum};
+use crate::ltx::{Checksum, Decoder, Header, PageNo, Trailer, TxId, database_file_checksum, page_checksum};
 use crate::names;
 use crate::restore::{self, Plan, Target};
 use crate::segment::format::{KIND_LTX, RecordHeader};
@@ -408,15 +408,23 @@ impl Vault {
     /// continues the stored position, and returns only once it is durable. A refused
     /// upload changes nothing and reports the stored position.
     pub fn ingest(&self, cluster: &str, db: &str, payload: impl Into<Payload>) -> Result<Ack> {
-        let payload = payload.into();
+        self.ingest_with_limit(cluster, db, payload.into(), Some(self.config.max_upload_bytes))
+    }
+
+    /// [`Vault::ingest`] with an upload size limit, or without one for the transactions
+    /// the vault writes itself (a restore in place, an uploaded SQLite file, a clone): they
+    /// carry every page of a database, whose size the limit is not about.
+    fn ingest_with_limit(&self, cluster: &str, db: &str, payload: Payload, limit: Option<u64>) -> Result<Ack> {
         if let Some(reason) = self.poison.reason() {
             return Err(Error::Poisoned(reason));
         }
         names::validate("cluster", cluster)?;
         names::validate("database", db)?;
         let bytes = payload.bytes();
-        if bytes.len() as u64 > self.config.max_upload_bytes {
-            return Err(Error::TooLarge { size: bytes.len() as u64, limit: self.config.max_upload_bytes });
+        if let Some(limit) = limit
+            && bytes.len() as u64 > limit
+        {
+            return Err(Error::TooLarge { size: bytes.len() as u64, limit });
         }
         // Decode and verify the whole file before touching any state.
         let mut decoder = Decoder::new(bytes)?;
@@ -430,96 +438,13 @@ impl Vault {
         let key = DbKey { cluster: cluster.to_string(), db: db.to_string() };
         let sums_dir = self.dir.join("sums");
         let state = self.catalog.get_or_create(&key, || new_state(&sums_dir, &key))?;
-        let (done, location) = {
-            let mut state = lock(&state);
-            let position = state.pending;
-            let mismatch = |reason: String| Error::PositionMismatch { position, reason };
-            if position.txid == TxId::ZERO {
-                if !header.is_snapshot() {
-                    return Err(mismatch(format!(
-                        "the vault has no data for this database, so the first upload must be a snapshot (min TXID 1), not min TXID {}",
-                        header.min_txid
-                    )));
-                }
-            } else {
-                if !header.min_txid.follows(position.txid) {
-                    return Err(mismatch(format!(
-                        "upload covers TXID {}..{}, the next TXID is {}",
-                        header.min_txid,
-                        header.max_txid,
-                        position.txid.0.saturating_add(1)
-                    )));
-                }
-                if header.has_checksums() && header.pre_apply_checksum != position.checksum {
-                    return Err(mismatch(format!(
-                        "pre-apply checksum {} does not match the stored checksum {}",
-                        header.pre_apply_checksum, position.checksum
-                    )));
-                }
-                if header.page_size != state.page_size {
-                    return Err(Error::PageSizeMismatch { expected: state.page_size, got: header.page_size });
-                }
-            }
-            let (old, old_commit) = if header.is_snapshot() {
-                (Checksum::EMPTY_DATABASE, 0)
-            } else {
-                (position.checksum, state.pending_commit)
-            };
-            let computed = checksum_after(&state.sums, old, old_commit, header.commit, &pages, header.page_size);
-            if header.has_checksums() && trailer.post_apply_checksum != computed {
-                return Err(Error::BadChecksum { claimed: trailer.post_apply_checksum, computed });
-            }
-            let effective_ms = header.timestamp_ms.max(state.pending_timestamp_ms);
-            let record = RecordHeader {
-                kind: KIND_LTX,
-                seq: 0,
-                batch_offset: 0,
-                cluster: cluster.to_string(),
-                db: db.to_string(),
-                min_txid: header.min_txid,
-                max_txid: header.max_txid,
-                timestamp_ms: header.timestamp_ms,
-                effective_ms,
-                received_ms: self.clock.now_ms(),
-                pre_apply: record_pre_apply(&header, position),
-                post_apply: computed,
-                commit: header.commit,
-                page_size: header.page_size,
-                payload_len: bytes.len() as u64,
-                payload_xxh3: payload_checksum(bytes),
-            };
-            let (done_tx, done_rx) = crossbeam::channel::bounded(1);
-            let queue = self.queue.as_ref().ok_or_else(|| Error::Poisoned("the vault is closing".into()))?;
-            let request = WriteRequest { header: record, payload: payload.clone(), done: done_tx };
-            match queue.send_timeout(request, self.config.enqueue_timeout) {
-                Ok(()) => {}
-                Err(SendTimeoutError::Timeout(_)) => {
-                    return Err(Error::Busy(self.config.enqueue_timeout.as_millis() as u64));
-                }
-                Err(SendTimeoutError::Disconnected(_)) => {
-                    return Err(Error::Poisoned("the log writer has stopped".into()));
-                }
-            }
-            // From here on the record will be written or the vault poisoned: commit the
-            // pending state. A failure to update the map poisons too (it would be wrong).
-            if header.is_snapshot() {
-                state.page_size = header.page_size;
-            }
-            if let Err(e) = apply_to_sums(&mut state.sums, old_commit, header.commit, &pages, header.page_size) {
-                self.poison.poison(format!("page checksum map of {cluster}/{db}: {e}"));
-                return Err(e);
-            }
-            state.pending = Position { txid: header.max_txid, checksum: computed };
-            state.pending_commit = header.commit;
-            state.pending_timestamp_ms = effective_ms;
-            (done_rx, (header, record_pre_apply(&header, position), computed, effective_ms))
-        };
+        let (done, accepted) = self.enqueue_upload(&mut lock(&state), &key, &header, &trailer, &pages, &payload)?;
         let written = done.recv().map_err(|_| {
             self.poison.poison("the log writer stopped without answering".into());
             Error::Poisoned("the log writer stopped without answering".into())
         })?;
-        let loc = written.map_err(Error::Poisoned)?;
-        let (header, pre_apply, computed, effective_ms) = location;
+        let (loc, _) = written.map_err(Error::Poisoned)?;
+        let Accepted { pre_apply, post_apply, effective_ms } = accepted;
         let mut state = lock(&state);
         state.add_durable(Run {
             min_txid: header.min_txid,
@@ -527,12 +452,111 @@ impl Vault {
             timestamp_ms: effective_ms,
             commit: header.commit,
             pre_apply,
-            post_apply: computed,
+            post_apply,
             bytes: bytes.len() as u64,
             source: Source::Log(loc),
             level: 0,
         });
-        Ok(Ack { position: Position { txid: header.max_txid, checksum: computed }, hwm: state.hwm })
+        Ok(Ack { position: Position { txid: header.max_txid, checksum: post_apply }, hwm: state.hwm })
+    }
+
+    /// Under the database's lock: checks that a decoded upload continues the pending
+    /// position (contiguity, pre-apply checksum, page size, post-apply checksum), queues its
+    /// record for the log writer and moves the pending state forward. Returns the channel
+    /// the writer answers on and what the record says.
+    fn enqueue_upload(
+        &self,
+        state: &mut DbState,
+        key: &DbKey,
+        header: &Header,
+        trailer: &Trailer,
+        pages: &[(PageNo, Checksum)],
+        payload: &Payload,
+    ) -> Result<(Receiver<Written>, Accepted)> {
+        let position = state.pending;
+        let mismatch = |reason: String| Error::PositionMismatch { position, reason };
+        if position.txid == TxId::ZERO {
+            if !header.is_snapshot() {
+                return Err(mismatch(format!(
+                    "the vault has no data for this database, so the first upload must be a snapshot (min TXID 1), not min TXID {}",
+                    header.min_txid
+                )));
+            }
+        } else {
+            if !header.min_txid.follows(position.txid) {
+                return Err(mismatch(format!(
+                    "upload covers TXID {}..{}, the next TXID is {}",
+                    header.min_txid,
+                    header.max_txid,
+                    position.txid.0.saturating_add(1)
+                )));
+            }
+            if header.has_checksums() && header.pre_apply_checksum != position.checksum {
+                return Err(mismatch(format!(
+                    "pre-apply checksum {} does not match the stored checksum {}",
+                    header.pre_apply_checksum, position.checksum
+                )));
+            }
+            if header.page_size != state.page_size {
+                return Err(Error::PageSizeMismatch { expected: state.page_size, got: header.page_size });
+            }
+        }
+        let (old, old_commit) = if header.is_snapshot() {
+            (Checksum::EMPTY_DATABASE, 0)
+        } else {
+            (position.checksum, state.pending_commit)
+        };
+        let computed = checksum_after(&state.sums, old, old_commit, header.commit, pages, header.page_size);
+        if header.has_checksums() && trailer.post_apply_checksum != computed {
+            return Err(Error::BadChecksum { claimed: trailer.post_apply_checksum, computed });
+        }
+        let effective_ms = header.timestamp_ms.max(state.pending_timestamp_ms);
+        let bytes = payload.bytes();
+        let record = RecordHeader {
+            kind: KIND_LTX,
+            seq: 0,
+            batch_offset: 0,
+            cluster: key.cluster.clone(),
+            db: key.db.clone(),
+            min_txid: header.min_txid,
+            max_txid: header.max_txid,
+            timestamp_ms: header.timestamp_ms,
+            effective_ms,
+            received_ms: self.clock.now_ms(),
+            pre_apply: record_pre_apply(header, position),
+            post_apply: computed,
+            commit: header.commit,
+            page_size: header.page_size,
+            payload_len: bytes.len() as u64,
+            payload_xxh3: payload_checksum(bytes),
+        };
+        let done = self.send_to_writer(record, payload.clone())?;
+        // From here on the record will be written or the vault poisoned: commit the
+        // pending state. A failure to update the map poisons too (it would be wrong).
+        if header.is_snapshot() {
+            state.page_size = header.page_size;
+        }
+        if let Err(e) = apply_to_sums(&mut state.sums, old_commit, header.commit, pages, header.page_size) {
+            self.poison.poison(format!("page checksum map of {}/{}: {e}", key.cluster, key.db));
+            return Err(e);
+        }
+        state.pending = Position { txid: header.max_txid, checksum: computed };
+        state.pending_commit = header.commit;
+        state.pending_timestamp_ms = effective_ms;
+        Ok((done, Accepted { pre_apply: record_pre_apply(header, position), post_apply: computed, effective_ms }))
+    }
+
+    /// Queues one record for the log writer, waiting up to the configured time for room;
+    /// returns the channel the writer answers on once the record is durable (or failed).
+    fn send_to_writer(&self, header: RecordHeader, payload: Payload) -> Result<Receiver<Written>> {
+        let (done_tx, done_rx) = crossbeam::channel::bounded(1);
+        let queue = self.queue.as_ref().ok_or_else(|| Error::Poisoned("the vault is closing".into()))?;
+        let request = WriteRequest { header, payload, done: done_tx };
+        match queue.send_timeout(request, self.config.enqueue_timeout) {
+            Ok(()) => Ok(done_rx),
+            Err(SendTimeoutError::Timeout(_)) => Err(Error::Busy(self.config.enqueue_timeout.as_millis() as u64)),
+            Err(SendTimeoutError::Disconnected(_)) => Err(Error::Poisoned("the log writer has stopped".into())),
+        }
     }
 
     /// The durable position and HWM of a database, if the vault has it.
@@ -664,7 +688,7 @@ impl Vault {
             return Err(Error::Invalid(format!("{} exists; pass --force to replace it", out.display())));
         }
         let temp = TempFile::create(out)?;
-        write_restore(&self.segments, &plan, page_size, temp.file(), temp.path(), progress)?;
+        write_restore(&self.segments, &plan, page_size, temp.file(), temp.path(), crate::io::Sync::Data, progress)?;
         temp.commit()?;
         Ok(RestoreSummary {
             position: Position { txid: plan.txid, checksum: plan.checksum },
@@ -837,7 +861,7 @@ fn rebuild_sums_from_restore(segments: &Segments, key: &DbKey, state: &mut DbSta
     let plan = restore::plan(&pieces_of(state), Target::Latest)?;
     let scratch = state.sums.path().with_extension("rebuild");
     let temp = TempFile::create(&scratch)?;
-    write_restore(segments, &plan, page_size, temp.file(), temp.path(), &mut |_, _| {})?;
+    write_restore(segments, &plan, page_size, temp.file(), temp.path(), crate::io::Sync::None, &mut |_, _| {})?;
     tracing::info!(cluster = %key.cluster, db = %key.db, txid = %plan.txid, "rebuilt the page-checksum map from a restore");
     let lock_page = crate::ltx::PageNo::lock_page(page_size);
     state.sums.resize(plan.commit)?;
@@ -870,13 +894,16 @@ fn rebuild_sums_from_restore(segments: &Segments, key: &DbKey, state: &mut DbSta
 }
 
 /// Writes the planned restore onto `file` (empty; at `path`) and checks the result's
-/// database checksum against the plan's.
+/// database checksum against the plan's. `sync` is how durable the result must be: a
+/// restore the caller keeps is synced while its checksum is read back, a scratch file that
+/// lives only as long as the operation needs none.
 fn write_restore(
     segments: &Segments,
     plan: &Plan,
     page_size: u32,
     file: &File,
     path: &Path,
+    sync: crate::io::Sync,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
     let (base, rest) = match plan.inputs.split_first() {
@@ -907,7 +934,7 @@ fn write_restore(
     // Sync while the checksum pass reads the result back from the page cache: the disk and
     // the CPU work at once. The caller's commit syncs again, which then finds nothing to do.
     let (synced, result) = std::thread::scope(|scope| {
-        let sync = scope.spawn(|| crate::io::sync_file(file, crate::io::Sync::Data, path));
+        let sync = scope.spawn(|| crate::io::sync_file(file, sync, path));
         let result = database_file_checksum(path, page_size);
         (sync.join().unwrap_or_else(|_| Err(Error::Invalid("the sync thread panicked".into()))), result)
     });
@@ -1210,9 +1237,16 @@ fn compaction_loop(compactor: &Compactor, level: u8, stop: &(Mutex<bool>, Condva
     }
 }
 
+/// What a queued upload's record says, for the run the acknowledgement adds.
+struct Accepted {
+    pre_apply: Checksum,
+    post_apply: Checksum,
+    effective_ms: i64,
+}
+
 /// The database checksum before an upload, as the vault records it: none for a snapshot,
 /// otherwise the stored position's (the upload's own may be absent: Litestream files carry
 /// no checksums).
-fn record_pre_apply(header: &crate::ltx::Header, position: Position) -> Checksum {
+fn record_pre_apply(header: &Header, position: Position) -> Checksum {
     if header.is_snapshot() { Checksum::NONE } else { position.checksum }
 }
