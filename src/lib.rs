@@ -21,6 +21,7 @@ pub mod names;
 pub mod restore;
 pub mod retention;
 pub mod segment;
+pub mod snapshot;
 pub mod vault;
 
 pub use error::{Error, Result};

@@ -1,16 +1,24 @@
-//! The engine's one face: open a vault directory, ingest uploads, read positions, restore.
-//! The server and the CLI call this and never reach past it.
+//! The engine's one face: open a vault directory, ingest uploads, read positions, restore,
+//! and the operations built on them (`ops`: snapshots, restore in place, SQLite uploads,
+//! clones). The server and the CLI call this and never reach past it.
 //!
 //! ```text
 //! <dir>/LOCK                      exclusive lock; holds the owner's pid
 //! <dir>/l0/<segment id>.seg       the shared L0 log (see `segment`)
 //! <dir>/sums/<hash>.sums          page-checksum map per database (see `catalog::pagesums`)
+//! <dir>/levels/<hash>/            level files and images per database (see `compact`)
+//! <dir>/tmp/                      scratch files of running operations; emptied at open
 //! ```
+
+mod ops;
+
+pub use ops::{CloneReport, InPlace, Point, SnapshotFormat, SnapshotInfo};
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -174,6 +182,8 @@ pub struct Vault {
     poison: Arc<Poison>,
     clock: Arc<dyn Clock>,
     engine_note: String,
+    /// Numbers the scratch files under `<dir>/tmp/`.
+    scratch_seq: AtomicU64,
     _lock: File,
 }
 
@@ -202,6 +212,14 @@ impl Vault {
         let sums_dir = dir.join("sums");
         make_dir(&log_dir)?;
         make_dir(&sums_dir)?;
+
+        // Scratch files of operations a crash or a close interrupted.
+        let scratch_dir = dir.join("tmp");
+        if scratch_dir.exists() {
+            std::fs::remove_dir_all(&scratch_dir)
+                .map_err(|e| Error::io(format!("empty {}", scratch_dir.display()), e))?;
+        }
+        make_dir(&scratch_dir)?;
 
         let recovered = recover(&log_dir)?;
         let segments = Arc::new(Segments::new(&log_dir));
@@ -365,8 +383,16 @@ impl Vault {
             poison,
             clock,
             engine_note,
+            scratch_seq: AtomicU64::new(0),
             _lock: lock_file,
         })
+    }
+
+    /// A new scratch file under `<dir>/tmp/`, removed when dropped (and at the next open,
+    /// should the process die first).
+    fn scratch_file(&self, what: &str) -> Result<TempFile> {
+        let n = self.scratch_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TempFile::create(&self.dir.join("tmp").join(format!("{what}-{n}")))
     }
 
     /// The vault directory.
