@@ -1,6 +1,7 @@
 //! The engine's one face: open a vault directory, ingest uploads, read positions, restore,
 //! and the operations built on them (`ops`: snapshots, restore in place, SQLite uploads,
-//! clones). The server and the CLI call this and never reach past it.
+//! clones; `delete`: deleting a database). The server and the CLI call this and never
+//! reach past it.
 //!
 //! ```text
 //! <dir>/LOCK                      exclusive lock; holds the owner's pid
@@ -10,6 +11,7 @@
 //! <dir>/tmp/                      scratch files of running operations; emptied at open
 //! ```
 
+mod delete;
 mod ops;
 
 pub use ops::{CloneReport, InPlace, Point, SnapshotFormat, SnapshotInfo};
@@ -43,7 +45,7 @@ use crate::io::engine::{IoChoice, IoEngine, open_engine};
 use crate::ltx::{Checksum, Decoder, Header, PageNo, Trailer, TxId, database_file_checksum, page_checksum};
 use crate::names;
 use crate::restore::{self, Plan, Target};
-use crate::segment::format::{KIND_LTX, RecordHeader};
+use crate::segment::format::{KIND_LTX, KIND_TOMBSTONE, RecordHeader};
 use crate::segment::{Location, Segments, recover};
 
 /// Settings of a vault.
@@ -226,10 +228,15 @@ impl Vault {
         let catalog = Arc::new(Catalog::default());
         let levels_dir = dir.join("levels");
         make_dir(&levels_dir)?;
+        let tombstones = delete::recover_tombstones(dir, &recovered.records, &catalog)?;
         load_levels(&levels_dir, &catalog, &sums_dir)?;
-        for found in &recovered.records {
+        for (i, found) in recovered.records.iter().enumerate() {
             let h = &found.header;
             let key = DbKey { cluster: h.cluster.clone(), db: h.db.clone() };
+            // A tombstone, or a record of the history it deleted.
+            if h.kind == KIND_TOMBSTONE || tombstones.get(&key).is_some_and(|&at| i < at) {
+                continue;
+            }
             let state = catalog.get_or_create(&key, || new_state(&sums_dir, &key))?;
             let mut state = lock(&state);
             let continues = match state.runs.last() {
@@ -463,8 +470,22 @@ impl Vault {
 
         let key = DbKey { cluster: cluster.to_string(), db: db.to_string() };
         let sums_dir = self.dir.join("sums");
-        let state = self.catalog.get_or_create(&key, || new_state(&sums_dir, &key))?;
-        let (done, accepted) = self.enqueue_upload(&mut lock(&state), &key, &header, &trailer, &pages, &payload)?;
+        // A database deleted between fetching its state and locking it is fetched again:
+        // the deletion took it out of the catalog before it let go of the lock.
+        let (state, done, accepted) = loop {
+            let state = self.catalog.get_or_create(&key, || new_state(&sums_dir, &key))?;
+            let queued = {
+                let mut guard = lock(&state);
+                if guard.deleted {
+                    None
+                } else {
+                    Some(self.enqueue_upload(&mut guard, &key, &header, &trailer, &pages, &payload)?)
+                }
+            };
+            if let Some((done, accepted)) = queued {
+                break (state, done, accepted);
+            }
+        };
         let written = done.recv().map_err(|_| {
             self.poison.poison("the log writer stopped without answering".into());
             Error::Poisoned("the log writer stopped without answering".into())
@@ -589,7 +610,7 @@ impl Vault {
     pub fn position(&self, cluster: &str, db: &str) -> Option<(Position, TxId)> {
         let state = self.catalog.get(&DbKey { cluster: cluster.into(), db: db.into() })?;
         let state = lock(&state);
-        (state.durable.txid != TxId::ZERO).then_some((state.durable, state.hwm))
+        (state.durable.txid != TxId::ZERO && !state.deleted).then_some((state.durable, state.hwm))
     }
 
     /// The durable runs of a database, oldest first (empty if the vault does not have it).
@@ -620,7 +641,7 @@ impl Vault {
             }
             let Some(state) = self.catalog.get(&key) else { continue };
             let state = lock(&state);
-            if state.durable.txid == TxId::ZERO {
+            if state.durable.txid == TxId::ZERO || state.deleted {
                 continue;
             }
             out.push(DbInfo {
@@ -661,6 +682,9 @@ impl Vault {
         let state = self.catalog.get(&DbKey { cluster: cluster.into(), db: db.into() }).ok_or_else(not_found)?;
         let (pieces, page_size) = {
             let state = lock(&state);
+            if state.deleted {
+                return Err(not_found());
+            }
             (pieces_of(&state), state.page_size)
         };
         if pieces.is_empty() {
@@ -786,12 +810,7 @@ fn run_of(h: &RecordHeader, location: Location) -> Run {
 
 /// A fresh state for a database, with its page-checksum map opened.
 fn new_state(sums_dir: &Path, key: &DbKey) -> Result<DbState> {
-    let mut hash = Xxh3::new();
-    hash.update(key.cluster.as_bytes());
-    hash.update(&[0]);
-    hash.update(key.db.as_bytes());
-    let path = sums_dir.join(format!("{:016x}.sums", hash.digest()));
-    let (sums, clean_point) = PageSums::open(&path, &key.cluster, &key.db)?;
+    let (sums, clean_point) = PageSums::open(&sums_path(sums_dir, key), &key.cluster, &key.db)?;
     Ok(DbState {
         levels: vec![Vec::new(); DEFAULT_LEVEL_INTERVALS_MS.len()],
         clean_point,
@@ -804,7 +823,17 @@ fn new_state(sums_dir: &Path, key: &DbKey) -> Result<DbState> {
         hwm: TxId::ZERO,
         runs: Vec::new(),
         sums,
+        deleted: false,
     })
+}
+
+/// The page-checksum map of a database: named by a hash of its names.
+fn sums_path(sums_dir: &Path, key: &DbKey) -> PathBuf {
+    let mut hash = Xxh3::new();
+    hash.update(key.cluster.as_bytes());
+    hash.update(&[0]);
+    hash.update(key.db.as_bytes());
+    sums_dir.join(format!("{:016x}.sums", hash.digest()))
 }
 
 /// After recovery: if the level files reach further than the log (retention deleted every
@@ -1214,6 +1243,11 @@ impl Retention {
     fn segment_is_expired(&self, id: u64) -> Result<bool> {
         for record in self.segments.record_headers(id)? {
             let key = DbKey { cluster: record.cluster.clone(), db: record.db.clone() };
+            // A deleted history's records are expired. A tombstone hides only records before
+            // it, and those go with its segment or before it (segments go oldest first).
+            if record.kind == KIND_TOMBSTONE || self.catalog.is_deleted_record(&key, record.seq) {
+                continue;
+            }
             let Some(state) = self.catalog.get(&key) else { return Ok(false) };
             let state = lock(&state);
             let after_log = state.runs.first().is_none_or(|first| first.min_txid > record.max_txid);

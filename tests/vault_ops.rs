@@ -1,6 +1,6 @@
 //! The operations the HTTP server needs from the engine, through `Vault` only: deleted
 //! databases (Commit 0) and their re-creation, snapshots of any point streamed out, restore
-//! in place, plain SQLite uploads, clones. The LiteFS backup protocol's
+//! in place, plain SQLite uploads, deleting a database, clones. The LiteFS backup protocol's
 //! conformance scenarios (spec §12) are replayed with its own test vectors (§11, page size
 //! 512) where they apply. Every vault runs on a manual clock without background threads.
 
@@ -9,11 +9,12 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{ModelDb, Rng, seed};
 use ltxvault::catalog::Position;
-use ltxvault::clock::ManualClock;
-use ltxvault::io::engine::IoChoice;
+use ltxvault::clock::{Clock, ManualClock};
+use ltxvault::io::engine::{IoChoice, IoEngine, open_engine};
 use ltxvault::ltx::{Checksum, Decoder, Encoder, Format, Header, PageNo, TxId, database_checksum};
 use ltxvault::restore::Target;
 use ltxvault::vault::SnapshotFormat;
@@ -107,6 +108,11 @@ fn restored(vault: &Vault, cluster: &str, db: &str, target: Target, scratch: &Pa
 
 fn listed(vault: &Vault, cluster: &str) -> Vec<(String, Position)> {
     vault.databases(Some(cluster)).into_iter().map(|d| (d.db, d.position)).collect()
+}
+
+/// The log's segment files (not a spare being prepared), oldest first.
+fn segments_in(dir: &Path) -> Vec<PathBuf> {
+    files_in(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "seg")).collect()
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
@@ -557,6 +563,217 @@ fn litefs_scenario_31_upload_a_sqlite_file() {
     vault.close().expect("close");
     let vault = open(&vault_dir, &clock);
     assert_eq!(restored(&vault, "c", "new", Target::Latest, dir.path()), second);
+}
+
+/// Two databases interleaved in small log segments, compacted into every level, then one
+/// deleted: it is gone from the list, positions, restores and snapshots, its level files,
+/// images and page-checksum map are removed, the other is untouched. It stays gone after a
+/// reopen although its records still sit in the log; a snapshot under its name starts a
+/// new history that survives a reopen; retention treats the deleted records as expired,
+/// so the segments they shared with the other database's expired records go.
+#[test]
+fn deleted_databases_stay_deleted() {
+    let seed = seed("deleted_databases_stay_deleted", 8);
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault_dir = dir.path().join("vault");
+    let clock = ManualClock::new(0);
+    let small = VaultConfig { segment_bytes: 64 << 10, ..config() };
+    let vault = Vault::open_with_clock(&vault_dir, small.clone(), clock.clone()).expect("open");
+    let mut a = ModelDb::new(1024);
+    let mut b = ModelDb::new(1024);
+    a.timestamp_ms = 1_800_000_000_000;
+    b.timestamp_ms = 1_800_000_000_000;
+    for _ in 0..80 {
+        for (name, model) in [("a", &mut a), ("b", &mut b)] {
+            model.timestamp_ms += rng.below(3 * 3_600_000) as i64;
+            let (bytes, next) = model.propose(&mut rng, false);
+            vault.ingest("c", name, bytes).expect("ingest");
+            *model = next;
+        }
+    }
+    clock.set_ms(a.timestamp_ms.max(b.timestamp_ms) + 2 * DAY);
+    vault.compact_now().expect("compact");
+    assert!(!vault.level_runs("c", "a")[2].is_empty(), "a has images");
+    let a_levels = ltxvault::compact::db_dir(&vault_dir.join("levels"), "c", "a");
+    assert!(a_levels.exists());
+    let sums_before = files_in(&vault_dir.join("sums"));
+    assert_eq!(sums_before.len(), 2);
+    let segments_before = segments_in(&vault_dir.join("l0"));
+    assert!(segments_before.len() >= 4, "{} segments", segments_before.len());
+
+    vault.delete_database("c", "a").expect("delete");
+    let gone = |vault: &Vault, when: &str| {
+        assert_eq!(listed(vault, "c").iter().map(|d| d.0.as_str()).collect::<Vec<_>>(), vec!["b"], "{when}");
+        assert!(vault.position("c", "a").is_none(), "{when}");
+        let err = vault.restore("c", "a", Target::Latest, &dir.path().join("x.db"), true).expect_err(when);
+        assert!(matches!(err, Error::NotFound { .. }), "{when}: {err}");
+        let err = vault.write_snapshot("c", "a", Target::Latest, SnapshotFormat::Ltx, &mut Vec::new()).expect_err(when);
+        assert!(matches!(err, Error::NotFound { .. }), "{when}: {err}");
+        assert!(!a_levels.exists(), "{when}: a's level files and images are removed");
+        assert_eq!(files_in(&vault_dir.join("sums")).len(), 1, "{when}: a's page-checksum map is removed");
+        assert_eq!(restored(vault, "c", "b", Target::Latest, dir.path()), b.image, "{when}: b is untouched");
+    };
+    gone(&vault, "after the deletion");
+    let err = vault.delete_database("c", "a").expect_err("twice");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    vault.close().expect("close");
+
+    let vault = Vault::open_with_clock(&vault_dir, small.clone(), clock.clone()).expect("reopen");
+    gone(&vault, "after a reopen");
+    // A snapshot under the same name starts a new history, with another page size.
+    let mut fresh = ModelDb::new(512);
+    fresh.timestamp_ms = clock.now_ms();
+    let (bytes, next) = fresh.propose(&mut rng, false);
+    let ack = vault.ingest("c", "a", bytes).expect("a new history");
+    assert_eq!(ack.position.txid, TxId(1));
+    fresh = next;
+    vault.close().expect("close");
+
+    let vault = Vault::open_with_clock(&vault_dir, small, clock.clone()).expect("reopen");
+    assert_eq!(vault.position("c", "a").expect("the new a").0.txid, TxId(1));
+    assert_eq!(restored(&vault, "c", "a", Target::Latest, dir.path()), fresh.image);
+    assert_eq!(vault.databases(Some("c")).iter().find(|d| d.db == "a").expect("listed").page_size, 512);
+
+    // A day later, with both databases compacted, every sealed segment holds only expired
+    // or deleted records.
+    clock.advance_ms(3 * DAY);
+    vault.compact_now().expect("compact");
+    let report = vault.retain_now().expect("retention");
+    let segments_after = segments_in(&vault_dir.join("l0"));
+    assert!(!segments_after.contains(&segments_before[0]), "the oldest segment is gone: {report:?}");
+    assert!(segments_after.len() <= 2, "{} segments remain: {report:?}", segments_after.len());
+    vault.close().expect("close");
+    let vault = Vault::open_with_clock(&vault_dir, config(), clock).expect("reopen after retention");
+    assert_eq!(restored(&vault, "c", "a", Target::Latest, dir.path()), fresh.image);
+    assert_eq!(restored(&vault, "c", "b", Target::Latest, dir.path()), b.image);
+}
+
+/// Wraps the std engine; fails every write once `fail` is set, as a dying disk would.
+struct FailWhenTold {
+    inner: Box<dyn IoEngine>,
+    fail: Arc<AtomicBool>,
+}
+
+impl IoEngine for FailWhenTold {
+    fn name(&self) -> &'static str {
+        "fail-when-told"
+    }
+
+    fn write_and_sync(&mut self, file: &std::fs::File, offset: u64, bufs: &[&[u8]]) -> std::io::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(5));
+        }
+        self.inner.write_and_sync(file, offset, bufs)
+    }
+
+    fn write_all_at(&mut self, file: &std::fs::File, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.inner.write_all_at(file, offset, buf)
+    }
+
+    fn sync_data(&mut self, file: &std::fs::File) -> std::io::Result<()> {
+        self.inner.sync_data(file)
+    }
+
+    fn allocate(&mut self, file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+        self.inner.allocate(file, offset, len)
+    }
+}
+
+/// Crash safety of a deletion. A tombstone that never became durable (its write failed)
+/// changes nothing: the vault is poisoned, the files stay, and after a reopen the database
+/// is there with its whole history. A crash after the tombstone's fsync but before the
+/// files were removed (reproduced by putting them back after a deletion) leaves a vault
+/// that opens with the database deleted and its files removed.
+#[test]
+fn a_deletion_is_all_or_nothing_across_crashes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault_dir = dir.path().join("vault");
+    let clock = ManualClock::new(0);
+    let fail = Arc::new(AtomicBool::new(false));
+    let (inner, _) = open_engine(IoChoice::Std).expect("std engine");
+    let engine = Box::new(FailWhenTold { inner, fail: fail.clone() });
+    let vault = Vault::open_with(&vault_dir, config(), clock.clone(), Some(engine)).expect("open");
+    for file in [f1(0), f2(0), f3(0)] {
+        vault.ingest("c", "db", file).expect("ingest");
+    }
+    clock.set_ms(2 * DAY);
+    vault.compact_now().expect("compact");
+    let levels = ltxvault::compact::db_dir(&vault_dir.join("levels"), "c", "db");
+    let level_files = files_in(&levels);
+    assert!(level_files.len() >= 4, "NAME, L1, L2, L3: {level_files:?}");
+
+    fail.store(true, Ordering::SeqCst);
+    let err = vault.delete_database("c", "db").expect_err("the tombstone cannot be written");
+    assert!(matches!(err, Error::Poisoned(_)), "{err}");
+    assert_eq!(files_in(&levels), level_files, "nothing removed before the tombstone is durable");
+    drop(vault);
+    let vault = open(&vault_dir, &clock);
+    assert_eq!(vault.position("c", "db").expect("still there").0, pos(4, F3_SUM));
+    assert_eq!(restored(&vault, "c", "db", Target::TxId(TxId(2)), dir.path()), pages_of(&[1, 2]));
+
+    // Keep copies of the files, delete, put them back: the state a crash right after the
+    // tombstone's fsync leaves.
+    let saved = dir.path().join("saved");
+    std::fs::create_dir(&saved).expect("mkdir");
+    let sums = files_in(&vault_dir.join("sums"));
+    for file in files_in(&levels).iter().chain(&sums) {
+        std::fs::copy(file, saved.join(file.file_name().expect("name"))).expect("save");
+    }
+    vault.delete_database("c", "db").expect("delete");
+    vault.close().expect("close");
+    std::fs::create_dir(&levels).expect("recreate the level directory");
+    for file in files_in(&saved) {
+        let name = file.file_name().expect("name").to_owned();
+        let back = if name.to_string_lossy().ends_with(".sums") { vault_dir.join("sums") } else { levels.clone() };
+        std::fs::copy(&file, back.join(name)).expect("put back");
+    }
+    let vault = open(&vault_dir, &clock);
+    assert!(vault.position("c", "db").is_none(), "deleted after the crash");
+    assert!(listed(&vault, "c").is_empty());
+    assert!(!levels.exists(), "the open finished removing the level files");
+    assert!(files_in(&vault_dir.join("sums")).is_empty(), "and the page-checksum map");
+    assert_eq!(vault.ingest("c", "db", f1(3 * DAY)).expect("a new history").position, pos(1, F1_SUM));
+}
+
+/// Uploads racing a deletion: each is acknowledged either before it (then deleted with the
+/// history) or after it (then part of a new history that starts with a snapshot); nothing
+/// acknowledged after the deletion is lost, and the log replays to the same state.
+#[test]
+fn uploads_racing_a_deletion_land_on_one_side_of_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault_dir = dir.path().join("vault");
+    let clock = ManualClock::new(0);
+    let vault = open(&vault_dir, &clock);
+    vault.ingest("c", "db", f1(0)).expect("F1");
+    let deleted = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Until 20 uploads after the deletion: F2 continues the old history, F1 starts
+            // a new one once it is deleted.
+            let (mut i, mut after) = (0, 0);
+            while after < 20 {
+                after += usize::from(deleted.load(Ordering::SeqCst));
+                match vault.ingest("c", "db", if i % 2 == 0 { f2(0) } else { f1(0) }) {
+                    Ok(_) | Err(Error::PositionMismatch { .. }) => {}
+                    Err(e) => panic!("upload {i}: {e}"),
+                }
+                i += 1;
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        vault.delete_database("c", "db").expect("delete");
+        deleted.store(true, Ordering::SeqCst);
+    });
+    assert_eq!(vault.position("c", "db").map(|p| p.0), Some(pos(2, F2_SUM)), "a new history, F1 then F2");
+    let now = vault.position("c", "db").map(|p| p.0);
+    vault.close().expect("close");
+    let vault = open(&vault_dir, &clock);
+    assert_eq!(vault.position("c", "db").map(|p| p.0), now, "the log replays to what the vault showed");
+    if let Some(position) = now {
+        let image = restored(&vault, "c", "db", Target::Latest, dir.path());
+        assert_eq!(database_checksum(&image, 512), position.checksum);
+    }
 }
 
 /// Clones: one database at a point into another cluster keeps the point's position and

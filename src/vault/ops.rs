@@ -319,6 +319,6 @@ impl Vault {
     fn page_size_of(&self, cluster: &str, db: &str) -> Option<u32> {
         let state = self.catalog.get(&DbKey { cluster: cluster.into(), db: db.into() })?;
         let state = lock(&state);
-        (state.page_size != 0).then_some(state.page_size)
+        (!state.deleted && state.page_size != 0).then_some(state.page_size)
     }
 }
