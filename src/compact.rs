@@ -303,6 +303,9 @@ impl Compactor {
         let Some(state) = self.catalog.get(key) else { return Ok(0) };
         let (below, page_size) = {
             let state = crate::catalog::lock(&state);
+            if state.deleted {
+                return Ok(0);
+            }
             let done = state.levels.get(index).and_then(|l| l.last()).map_or(TxId::ZERO, |r| r.max_txid);
             let level_below = if index == 0 { &state.runs } else { &state.levels[index - 1] };
             let below: Vec<Run> = level_below.iter().filter(|r| r.max_txid > done).cloned().collect();

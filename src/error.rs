@@ -106,6 +106,28 @@ pub enum Error {
         db: String,
     },
 
+    /// A restore target the database has no restore point for: a TXID after its current
+    /// one, inside a stored run or before its retained history, or a timestamp before its
+    /// oldest point. The message says which and gives the restorable window. (HTTP: 404
+    /// `ENOTXID`.)
+    #[error("{0}")]
+    NoSuchPoint(String),
+
+    /// An uploaded database file whose header the vault cannot take: not a SQLite file, a
+    /// page size SQLite does not allow, a length that is not whole pages. (HTTP: 422
+    /// `EBADHEADER`, like [`Error::PageSizeMismatch`].)
+    #[error("{0}")]
+    BadHeader(String),
+
+    /// The destination of a clone already holds a database. (HTTP: 409.)
+    #[error("database \"{db}\" already exists in cluster \"{cluster}\"; delete it first or clone to another name")]
+    AlreadyExists {
+        /// Cluster name.
+        cluster: String,
+        /// Database name.
+        db: String,
+    },
+
     /// Stored data failed a check: which file, where, and what was wrong.
     #[error("corrupt data in {} at offset {offset}: {reason}", file.display())]
     Corrupt {

@@ -83,13 +83,18 @@ impl Poison {
     }
 }
 
-/// One upload on its way to the log. `seq` and `batch_offset` of the header are filled in
-/// by the writer.
+/// One record on its way to the log (an upload, or a tombstone with an empty payload).
+/// `seq` and `batch_offset` of the header are filled in by the writer, which answers with
+/// where the record is and its sequence number once it is durable.
 pub(crate) struct WriteRequest {
     pub header: RecordHeader,
     pub payload: Payload,
-    pub done: Sender<Result<Location, String>>,
+    pub done: Sender<Written>,
 }
+
+/// The writer's answer to one request: where the record is and its sequence number, or
+/// why it was not written.
+pub(crate) type Written = Result<(Location, u64), String>;
 
 /// Limits of the writer.
 #[derive(Clone, Copy, Debug)]
@@ -173,7 +178,9 @@ impl LogWriter {
             let mut bufs: Vec<&[u8]> = Vec::with_capacity(group.len() * 3);
             for (request, header) in group.iter().zip(&headers) {
                 bufs.push(header);
-                bufs.push(request.payload.bytes());
+                if !request.payload.bytes().is_empty() {
+                    bufs.push(request.payload.bytes());
+                }
                 let unpadded = header.len() as u64 + request.payload.bytes().len() as u64;
                 let pad = (align_up(unpadded) - unpadded) as usize;
                 if pad > 0 {
@@ -188,7 +195,7 @@ impl LogWriter {
                     for request in group {
                         let location = Location { segment: *id, offset };
                         offset += request.header.record_len();
-                        let _ = request.done.send(Ok(location));
+                        let _ = request.done.send(Ok((location, request.header.seq)));
                     }
                     *tail = end;
                     self.next_seq += count as u64;

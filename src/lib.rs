@@ -24,6 +24,7 @@ pub mod restore;
 pub mod retention;
 pub mod segment;
 pub mod server;
+pub mod snapshot;
 pub mod vault;
 
 pub use error::{Error, Result};

@@ -102,16 +102,25 @@ pub fn plan(pieces: &[Run], target: Target) -> Result<Plan> {
             None if txid > first.max_txid && txid < last.max_txid => {
                 let before = points.range(..txid).next_back().map(|(t, _)| *t).unwrap_or_default();
                 let after = points.range(txid..).next().map(|(t, _)| *t).unwrap_or_default();
-                return Err(Error::Invalid(format!(
+                return Err(Error::NoSuchPoint(format!(
                     "TXID {txid} is not a stored restore point (it lies inside a stored run or a compacted window); the nearest points are TXID {before} and TXID {after}"
                 )));
             }
-            None => return Err(Error::Invalid(format!("TXID {txid} is outside the retained history: {}", window()))),
+            None if txid > last.max_txid => {
+                return Err(Error::NoSuchPoint(format!(
+                    "TXID {txid} is after the current TXID {}: {}",
+                    last.max_txid,
+                    window()
+                )));
+            }
+            None => {
+                return Err(Error::NoSuchPoint(format!("TXID {txid} is outside the retained history: {}", window())));
+            }
         },
         Target::Timestamp(ms) => match points.values().rev().find(|p| p.timestamp_ms <= ms) {
             Some(p) => p,
             None => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::NoSuchPoint(format!(
                     "timestamp {} is before the oldest restorable point: {}",
                     format_ms(ms),
                     window()
@@ -378,7 +387,10 @@ mod tests {
         assert_eq!(plan(&pieces, Target::TxId(TxId(4))).unwrap().inputs.len(), 2);
         let err = plan(&pieces, Target::TxId(TxId(3))).unwrap_err().to_string();
         assert!(err.contains("not a stored restore point") && err.contains("TXID 0000000000000001"), "{err}");
-        assert!(plan(&pieces, Target::TxId(TxId(7))).unwrap_err().to_string().contains("outside"));
+        let err = plan(&pieces, Target::TxId(TxId(7))).unwrap_err();
+        assert!(matches!(&err, Error::NoSuchPoint(m) if m.contains("after the current TXID")), "{err}");
+        let err = plan(&pieces, Target::TxId(TxId(0))).unwrap_err();
+        assert!(matches!(&err, Error::NoSuchPoint(m) if m.contains("outside the retained history")), "{err}");
         assert_eq!(plan(&pieces, Target::Timestamp(250)).unwrap().txid, TxId(5));
         assert_eq!(plan(&pieces, Target::Timestamp(200)).unwrap().txid, TxId(5));
         assert_eq!(plan(&pieces, Target::Timestamp(199)).unwrap().txid, TxId(1));

@@ -1,21 +1,31 @@
-//! The engine's one face: open a vault directory, ingest uploads, read positions, restore.
-//! The server and the CLI call this and never reach past it.
+//! The engine's one face: open a vault directory, ingest uploads, read positions, restore,
+//! and the operations built on them (`ops`: snapshots, restore in place, SQLite uploads,
+//! clones; `delete`: deleting a database). The server and the CLI call this and never
+//! reach past it.
 //!
 //! ```text
 //! <dir>/LOCK                      exclusive lock; holds the owner's pid
 //! <dir>/l0/<segment id>.seg       the shared L0 log (see `segment`)
 //! <dir>/sums/<hash>.sums          page-checksum map per database (see `catalog::pagesums`)
+//! <dir>/levels/<hash>/            level files and images per database (see `compact`)
+//! <dir>/tmp/                      scratch files of running operations; emptied at open
 //! ```
+
+mod delete;
+mod ops;
+
+pub use ops::{CloneReport, InPlace, Point, SnapshotFormat, SnapshotInfo};
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam::channel::{SendTimeoutError, Sender};
+use crossbeam::channel::{Receiver, SendTimeoutError, Sender};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::catalog::pagesums::{CleanPoint, PageSums};
@@ -27,15 +37,15 @@ use crate::compact::{
 };
 use crate::error::{Error, Result};
 use crate::ingest::{
-    LogWriter, Payload, Poison, WriteRequest, WriterLimits, apply_to_sums, checksum_after, payload_checksum,
+    LogWriter, Payload, Poison, WriteRequest, WriterLimits, Written, apply_to_sums, checksum_after, payload_checksum,
 };
 use crate::io::MappedFile;
 use crate::io::TempFile;
 use crate::io::engine::{IoChoice, IoEngine, open_engine};
-use crate::ltx::{Checksum, Decoder, TxId, database_file_checksum, page_checksum};
+use crate::ltx::{Checksum, Decoder, Header, PageNo, Trailer, TxId, database_file_checksum, page_checksum};
 use crate::names;
 use crate::restore::{self, Plan, Target};
-use crate::segment::format::{KIND_LTX, RecordHeader};
+use crate::segment::format::{KIND_LTX, KIND_TOMBSTONE, RecordHeader};
 use crate::segment::{Location, Segments, recover};
 
 /// Settings of a vault.
@@ -174,6 +184,8 @@ pub struct Vault {
     poison: Arc<Poison>,
     clock: Arc<dyn Clock>,
     engine_note: String,
+    /// Numbers the scratch files under `<dir>/tmp/`.
+    scratch_seq: AtomicU64,
     _lock: File,
 }
 
@@ -203,15 +215,28 @@ impl Vault {
         make_dir(&log_dir)?;
         make_dir(&sums_dir)?;
 
+        // Scratch files of operations a crash or a close interrupted.
+        let scratch_dir = dir.join("tmp");
+        if scratch_dir.exists() {
+            std::fs::remove_dir_all(&scratch_dir)
+                .map_err(|e| Error::io(format!("empty {}", scratch_dir.display()), e))?;
+        }
+        make_dir(&scratch_dir)?;
+
         let recovered = recover(&log_dir)?;
         let segments = Arc::new(Segments::new(&log_dir));
         let catalog = Arc::new(Catalog::default());
         let levels_dir = dir.join("levels");
         make_dir(&levels_dir)?;
+        let tombstones = delete::recover_tombstones(dir, &recovered.records, &catalog)?;
         load_levels(&levels_dir, &catalog, &sums_dir)?;
-        for found in &recovered.records {
+        for (i, found) in recovered.records.iter().enumerate() {
             let h = &found.header;
             let key = DbKey { cluster: h.cluster.clone(), db: h.db.clone() };
+            // A tombstone, or a record of the history it deleted.
+            if h.kind == KIND_TOMBSTONE || tombstones.get(&key).is_some_and(|&at| i < at) {
+                continue;
+            }
             let state = catalog.get_or_create(&key, || new_state(&sums_dir, &key))?;
             let mut state = lock(&state);
             let continues = match state.runs.last() {
@@ -365,8 +390,16 @@ impl Vault {
             poison,
             clock,
             engine_note,
+            scratch_seq: AtomicU64::new(0),
             _lock: lock_file,
         })
+    }
+
+    /// A new scratch file under `<dir>/tmp/`, removed when dropped (and at the next open,
+    /// should the process die first).
+    fn scratch_file(&self, what: &str) -> Result<TempFile> {
+        let n = self.scratch_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TempFile::create(&self.dir.join("tmp").join(format!("{what}-{n}")))
     }
 
     /// The vault directory.
@@ -413,15 +446,23 @@ impl Vault {
     /// continues the stored position, and returns only once it is durable. A refused
     /// upload changes nothing and reports the stored position.
     pub fn ingest(&self, cluster: &str, db: &str, payload: impl Into<Payload>) -> Result<Ack> {
-        let payload = payload.into();
+        self.ingest_with_limit(cluster, db, payload.into(), Some(self.config.max_upload_bytes))
+    }
+
+    /// [`Vault::ingest`] with an upload size limit, or without one for the transactions
+    /// the vault writes itself (a restore in place, an uploaded SQLite file, a clone): they
+    /// carry every page of a database, whose size the limit is not about.
+    fn ingest_with_limit(&self, cluster: &str, db: &str, payload: Payload, limit: Option<u64>) -> Result<Ack> {
         if let Some(reason) = self.poison.reason() {
             return Err(Error::Poisoned(reason));
         }
         names::validate("cluster", cluster)?;
         names::validate("database", db)?;
         let bytes = payload.bytes();
-        if bytes.len() as u64 > self.config.max_upload_bytes {
-            return Err(Error::TooLarge { size: bytes.len() as u64, limit: self.config.max_upload_bytes });
+        if let Some(limit) = limit
+            && bytes.len() as u64 > limit
+        {
+            return Err(Error::TooLarge { size: bytes.len() as u64, limit });
         }
         // Decode and verify the whole file before touching any state.
         let mut decoder = Decoder::new(bytes)?;
@@ -434,97 +475,28 @@ impl Vault {
 
         let key = DbKey { cluster: cluster.to_string(), db: db.to_string() };
         let sums_dir = self.dir.join("sums");
-        let state = self.catalog.get_or_create(&key, || new_state(&sums_dir, &key))?;
-        let (done, location) = {
-            let mut state = lock(&state);
-            let position = state.pending;
-            let mismatch = |reason: String| Error::PositionMismatch { position, reason };
-            if position.txid == TxId::ZERO {
-                if !header.is_snapshot() {
-                    return Err(mismatch(format!(
-                        "the vault has no data for this database, so the first upload must be a snapshot (min TXID 1), not min TXID {}",
-                        header.min_txid
-                    )));
+        // A database deleted between fetching its state and locking it is fetched again:
+        // the deletion took it out of the catalog before it let go of the lock.
+        let (state, done, accepted) = loop {
+            let state = self.catalog.get_or_create(&key, || new_state(&sums_dir, &key))?;
+            let queued = {
+                let mut guard = lock(&state);
+                if guard.deleted {
+                    None
+                } else {
+                    Some(self.enqueue_upload(&mut guard, &key, &header, &trailer, &pages, &payload)?)
                 }
-            } else {
-                if !header.min_txid.follows(position.txid) {
-                    return Err(mismatch(format!(
-                        "upload covers TXID {}..{}, the next TXID is {}",
-                        header.min_txid,
-                        header.max_txid,
-                        position.txid.0.saturating_add(1)
-                    )));
-                }
-                if header.has_checksums() && header.pre_apply_checksum != position.checksum {
-                    return Err(mismatch(format!(
-                        "pre-apply checksum {} does not match the stored checksum {}",
-                        header.pre_apply_checksum, position.checksum
-                    )));
-                }
-                if header.page_size != state.page_size {
-                    return Err(Error::PageSizeMismatch { expected: state.page_size, got: header.page_size });
-                }
-            }
-            let (old, old_commit) = if header.is_snapshot() {
-                (Checksum::EMPTY_DATABASE, 0)
-            } else {
-                (position.checksum, state.pending_commit)
             };
-            let computed = checksum_after(&state.sums, old, old_commit, header.commit, &pages, header.page_size);
-            if header.has_checksums() && trailer.post_apply_checksum != computed {
-                return Err(Error::BadChecksum { claimed: trailer.post_apply_checksum, computed });
+            if let Some((done, accepted)) = queued {
+                break (state, done, accepted);
             }
-            let effective_ms = header.timestamp_ms.max(state.pending_timestamp_ms);
-            let record = RecordHeader {
-                kind: KIND_LTX,
-                seq: 0,
-                batch_offset: 0,
-                cluster: cluster.to_string(),
-                db: db.to_string(),
-                min_txid: header.min_txid,
-                max_txid: header.max_txid,
-                timestamp_ms: header.timestamp_ms,
-                effective_ms,
-                received_ms: self.clock.now_ms(),
-                pre_apply: record_pre_apply(&header, position),
-                post_apply: computed,
-                commit: header.commit,
-                page_size: header.page_size,
-                payload_len: bytes.len() as u64,
-                payload_xxh3: payload_checksum(bytes),
-            };
-            let (done_tx, done_rx) = crossbeam::channel::bounded(1);
-            let queue = self.queue.as_ref().ok_or_else(|| Error::Poisoned("the vault is closing".into()))?;
-            let request = WriteRequest { header: record, payload: payload.clone(), done: done_tx };
-            match queue.send_timeout(request, self.config.enqueue_timeout) {
-                Ok(()) => {}
-                Err(SendTimeoutError::Timeout(_)) => {
-                    return Err(Error::Busy(self.config.enqueue_timeout.as_millis() as u64));
-                }
-                Err(SendTimeoutError::Disconnected(_)) => {
-                    return Err(Error::Poisoned("the log writer has stopped".into()));
-                }
-            }
-            // From here on the record will be written or the vault poisoned: commit the
-            // pending state. A failure to update the map poisons too (it would be wrong).
-            if header.is_snapshot() {
-                state.page_size = header.page_size;
-            }
-            if let Err(e) = apply_to_sums(&mut state.sums, old_commit, header.commit, &pages, header.page_size) {
-                self.poison.poison(format!("page checksum map of {cluster}/{db}: {e}"));
-                return Err(e);
-            }
-            state.pending = Position { txid: header.max_txid, checksum: computed };
-            state.pending_commit = header.commit;
-            state.pending_timestamp_ms = effective_ms;
-            (done_rx, (header, record_pre_apply(&header, position), computed, effective_ms))
         };
         let written = done.recv().map_err(|_| {
             self.poison.poison("the log writer stopped without answering".into());
             Error::Poisoned("the log writer stopped without answering".into())
         })?;
-        let loc = written.map_err(Error::Poisoned)?;
-        let (header, pre_apply, computed, effective_ms) = location;
+        let (loc, _) = written.map_err(Error::Poisoned)?;
+        let Accepted { pre_apply, post_apply, effective_ms } = accepted;
         let mut state = lock(&state);
         state.add_durable(Run {
             min_txid: header.min_txid,
@@ -532,19 +504,118 @@ impl Vault {
             timestamp_ms: effective_ms,
             commit: header.commit,
             pre_apply,
-            post_apply: computed,
+            post_apply,
             bytes: bytes.len() as u64,
             source: Source::Log(loc),
             level: 0,
         });
-        Ok(Ack { position: Position { txid: header.max_txid, checksum: computed }, hwm: state.hwm })
+        Ok(Ack { position: Position { txid: header.max_txid, checksum: post_apply }, hwm: state.hwm })
+    }
+
+    /// Under the database's lock: checks that a decoded upload continues the pending
+    /// position (contiguity, pre-apply checksum, page size, post-apply checksum), queues its
+    /// record for the log writer and moves the pending state forward. Returns the channel
+    /// the writer answers on and what the record says.
+    fn enqueue_upload(
+        &self,
+        state: &mut DbState,
+        key: &DbKey,
+        header: &Header,
+        trailer: &Trailer,
+        pages: &[(PageNo, Checksum)],
+        payload: &Payload,
+    ) -> Result<(Receiver<Written>, Accepted)> {
+        let position = state.pending;
+        let mismatch = |reason: String| Error::PositionMismatch { position, reason };
+        if position.txid == TxId::ZERO {
+            if !header.is_snapshot() {
+                return Err(mismatch(format!(
+                    "the vault has no data for this database, so the first upload must be a snapshot (min TXID 1), not min TXID {}",
+                    header.min_txid
+                )));
+            }
+        } else {
+            if !header.min_txid.follows(position.txid) {
+                return Err(mismatch(format!(
+                    "upload covers TXID {}..{}, the next TXID is {}",
+                    header.min_txid,
+                    header.max_txid,
+                    position.txid.0.saturating_add(1)
+                )));
+            }
+            if header.has_checksums() && header.pre_apply_checksum != position.checksum {
+                return Err(mismatch(format!(
+                    "pre-apply checksum {} does not match the stored checksum {}",
+                    header.pre_apply_checksum, position.checksum
+                )));
+            }
+            if header.page_size != state.page_size {
+                return Err(Error::PageSizeMismatch { expected: state.page_size, got: header.page_size });
+            }
+        }
+        let (old, old_commit) = if header.is_snapshot() {
+            (Checksum::EMPTY_DATABASE, 0)
+        } else {
+            (position.checksum, state.pending_commit)
+        };
+        let computed = checksum_after(&state.sums, old, old_commit, header.commit, pages, header.page_size);
+        if header.has_checksums() && trailer.post_apply_checksum != computed {
+            return Err(Error::BadChecksum { claimed: trailer.post_apply_checksum, computed });
+        }
+        let effective_ms = header.timestamp_ms.max(state.pending_timestamp_ms);
+        let bytes = payload.bytes();
+        let record = RecordHeader {
+            kind: KIND_LTX,
+            seq: 0,
+            batch_offset: 0,
+            cluster: key.cluster.clone(),
+            db: key.db.clone(),
+            min_txid: header.min_txid,
+            max_txid: header.max_txid,
+            timestamp_ms: header.timestamp_ms,
+            effective_ms,
+            received_ms: self.clock.now_ms(),
+            pre_apply: record_pre_apply(header, position),
+            post_apply: computed,
+            commit: header.commit,
+            page_size: header.page_size,
+            payload_len: bytes.len() as u64,
+            payload_xxh3: payload_checksum(bytes),
+        };
+        let done = self.send_to_writer(record, payload.clone())?;
+        // From here on the record will be written or the vault poisoned: commit the
+        // pending state. A failure to update the map poisons too (it would be wrong).
+        if header.is_snapshot() {
+            state.page_size = header.page_size;
+        }
+        if let Err(e) = apply_to_sums(&mut state.sums, old_commit, header.commit, pages, header.page_size) {
+            self.poison.poison(format!("page checksum map of {}/{}: {e}", key.cluster, key.db));
+            return Err(e);
+        }
+        state.pending = Position { txid: header.max_txid, checksum: computed };
+        state.pending_commit = header.commit;
+        state.pending_timestamp_ms = effective_ms;
+        Ok((done, Accepted { pre_apply: record_pre_apply(header, position), post_apply: computed, effective_ms }))
+    }
+
+    /// Queues one record for the log writer, waiting up to the configured time for room;
+    /// returns the channel the writer answers on once the record is durable (or failed).
+    fn send_to_writer(&self, header: RecordHeader, payload: Payload) -> Result<Receiver<Written>> {
+        let (done_tx, done_rx) = crossbeam::channel::bounded(1);
+        let queue = self.queue.as_ref().ok_or_else(|| Error::Poisoned("the vault is closing".into()))?;
+        let request = WriteRequest { header, payload, done: done_tx };
+        match queue.send_timeout(request, self.config.enqueue_timeout) {
+            Ok(()) => Ok(done_rx),
+            Err(SendTimeoutError::Timeout(_)) => Err(Error::Busy(self.config.enqueue_timeout.as_millis() as u64)),
+            Err(SendTimeoutError::Disconnected(_)) => Err(Error::Poisoned("the log writer has stopped".into())),
+        }
     }
 
     /// The durable position and HWM of a database, if the vault has it.
     pub fn position(&self, cluster: &str, db: &str) -> Option<(Position, TxId)> {
         let state = self.catalog.get(&DbKey { cluster: cluster.into(), db: db.into() })?;
         let state = lock(&state);
-        (state.durable.txid != TxId::ZERO).then_some((state.durable, state.hwm))
+        (state.durable.txid != TxId::ZERO && !state.deleted).then_some((state.durable, state.hwm))
     }
 
     /// The durable runs of a database, oldest first (empty if the vault does not have it).
@@ -575,7 +646,7 @@ impl Vault {
             }
             let Some(state) = self.catalog.get(&key) else { continue };
             let state = lock(&state);
-            if state.durable.txid == TxId::ZERO {
+            if state.durable.txid == TxId::ZERO || state.deleted {
                 continue;
             }
             out.push(DbInfo {
@@ -616,6 +687,9 @@ impl Vault {
         let state = self.catalog.get(&DbKey { cluster: cluster.into(), db: db.into() }).ok_or_else(not_found)?;
         let (pieces, page_size) = {
             let state = lock(&state);
+            if state.deleted {
+                return Err(not_found());
+            }
             (pieces_of(&state), state.page_size)
         };
         if pieces.is_empty() {
@@ -669,7 +743,7 @@ impl Vault {
             return Err(Error::Invalid(format!("{} exists; pass --force to replace it", out.display())));
         }
         let temp = TempFile::create(out)?;
-        write_restore(&self.segments, &plan, page_size, temp.file(), temp.path(), progress)?;
+        write_restore(&self.segments, &plan, page_size, temp.file(), temp.path(), crate::io::Sync::Data, progress)?;
         temp.commit()?;
         Ok(RestoreSummary {
             position: Position { txid: plan.txid, checksum: plan.checksum },
@@ -741,12 +815,7 @@ fn run_of(h: &RecordHeader, location: Location) -> Run {
 
 /// A fresh state for a database, with its page-checksum map opened.
 fn new_state(sums_dir: &Path, key: &DbKey) -> Result<DbState> {
-    let mut hash = Xxh3::new();
-    hash.update(key.cluster.as_bytes());
-    hash.update(&[0]);
-    hash.update(key.db.as_bytes());
-    let path = sums_dir.join(format!("{:016x}.sums", hash.digest()));
-    let (sums, clean_point) = PageSums::open(&path, &key.cluster, &key.db)?;
+    let (sums, clean_point) = PageSums::open(&sums_path(sums_dir, key), &key.cluster, &key.db)?;
     Ok(DbState {
         levels: vec![Vec::new(); DEFAULT_LEVEL_INTERVALS_MS.len()],
         clean_point,
@@ -759,7 +828,17 @@ fn new_state(sums_dir: &Path, key: &DbKey) -> Result<DbState> {
         hwm: TxId::ZERO,
         runs: Vec::new(),
         sums,
+        deleted: false,
     })
+}
+
+/// The page-checksum map of a database: named by a hash of its names.
+fn sums_path(sums_dir: &Path, key: &DbKey) -> PathBuf {
+    let mut hash = Xxh3::new();
+    hash.update(key.cluster.as_bytes());
+    hash.update(&[0]);
+    hash.update(key.db.as_bytes());
+    sums_dir.join(format!("{:016x}.sums", hash.digest()))
 }
 
 /// After recovery: if the level files reach further than the log (retention deleted every
@@ -842,7 +921,7 @@ fn rebuild_sums_from_restore(segments: &Segments, key: &DbKey, state: &mut DbSta
     let plan = restore::plan(&pieces_of(state), Target::Latest)?;
     let scratch = state.sums.path().with_extension("rebuild");
     let temp = TempFile::create(&scratch)?;
-    write_restore(segments, &plan, page_size, temp.file(), temp.path(), &mut |_, _| {})?;
+    write_restore(segments, &plan, page_size, temp.file(), temp.path(), crate::io::Sync::None, &mut |_, _| {})?;
     tracing::info!(cluster = %key.cluster, db = %key.db, txid = %plan.txid, "rebuilt the page-checksum map from a restore");
     let lock_page = crate::ltx::PageNo::lock_page(page_size);
     state.sums.resize(plan.commit)?;
@@ -875,13 +954,16 @@ fn rebuild_sums_from_restore(segments: &Segments, key: &DbKey, state: &mut DbSta
 }
 
 /// Writes the planned restore onto `file` (empty; at `path`) and checks the result's
-/// database checksum against the plan's.
+/// database checksum against the plan's. `sync` is how durable the result must be: a
+/// restore the caller keeps is synced while its checksum is read back, a scratch file that
+/// lives only as long as the operation needs none.
 fn write_restore(
     segments: &Segments,
     plan: &Plan,
     page_size: u32,
     file: &File,
     path: &Path,
+    sync: crate::io::Sync,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
     let (base, rest) = match plan.inputs.split_first() {
@@ -912,7 +994,7 @@ fn write_restore(
     // Sync while the checksum pass reads the result back from the page cache: the disk and
     // the CPU work at once. The caller's commit syncs again, which then finds nothing to do.
     let (synced, result) = std::thread::scope(|scope| {
-        let sync = scope.spawn(|| crate::io::sync_file(file, crate::io::Sync::Data, path));
+        let sync = scope.spawn(|| crate::io::sync_file(file, sync, path));
         let result = database_file_checksum(path, page_size);
         (sync.join().unwrap_or_else(|_| Err(Error::Invalid("the sync thread panicked".into()))), result)
     });
@@ -1166,6 +1248,11 @@ impl Retention {
     fn segment_is_expired(&self, id: u64) -> Result<bool> {
         for record in self.segments.record_headers(id)? {
             let key = DbKey { cluster: record.cluster.clone(), db: record.db.clone() };
+            // A deleted history's records are expired. A tombstone hides only records before
+            // it, and those go with its segment or before it (segments go oldest first).
+            if record.kind == KIND_TOMBSTONE || self.catalog.is_deleted_record(&key, record.seq) {
+                continue;
+            }
             let Some(state) = self.catalog.get(&key) else { return Ok(false) };
             let state = lock(&state);
             let after_log = state.runs.first().is_none_or(|first| first.min_txid > record.max_txid);
@@ -1215,9 +1302,16 @@ fn compaction_loop(compactor: &Compactor, level: u8, stop: &(Mutex<bool>, Condva
     }
 }
 
+/// What a queued upload's record says, for the run the acknowledgement adds.
+struct Accepted {
+    pre_apply: Checksum,
+    post_apply: Checksum,
+    effective_ms: i64,
+}
+
 /// The database checksum before an upload, as the vault records it: none for a snapshot,
 /// otherwise the stored position's (the upload's own may be absent: Litestream files carry
 /// no checksums).
-fn record_pre_apply(header: &crate::ltx::Header, position: Position) -> Checksum {
+fn record_pre_apply(header: &Header, position: Position) -> Checksum {
     if header.is_snapshot() { Checksum::NONE } else { position.checksum }
 }

@@ -135,6 +135,10 @@ pub struct DbState {
     pub levels: Vec<Vec<Run>>,
     /// What the map vouched for when it was opened (used once, at vault open).
     pub clean_point: Option<pagesums::CleanPoint>,
+    /// Set by `Vault::delete_database`, under this state's lock, just before the state
+    /// leaves the catalog: a thread that fetched the state earlier and locks it only now
+    /// must not use it (ingest fetches the database again, readers report it missing).
+    pub deleted: bool,
 }
 
 impl DbState {
@@ -151,10 +155,14 @@ impl DbState {
     }
 }
 
-/// All databases, by cluster and name.
+/// All databases, by cluster and name, and the deletions the log still remembers.
 #[derive(Default)]
 pub struct Catalog {
     dbs: RwLock<BTreeMap<DbKey, Arc<Mutex<DbState>>>>,
+    /// For every database deleted while its records may still sit in the log: the sequence
+    /// number of its newest tombstone record. Records of the database with a lower
+    /// sequence number belong to the deleted history.
+    tombstones: RwLock<BTreeMap<DbKey, u64>>,
 }
 
 impl Catalog {
@@ -184,6 +192,26 @@ impl Catalog {
     /// Every database key, sorted.
     pub fn keys(&self) -> Vec<DbKey> {
         self.dbs.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+    }
+
+    /// Forgets a database (its deletion is durable). The next `get_or_create` makes a new,
+    /// empty state.
+    pub fn remove(&self, key: &DbKey) {
+        self.dbs.write().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// Records a database's tombstone: log records of it with a lower sequence number are
+    /// deleted history.
+    pub fn set_tombstone(&self, key: &DbKey, seq: u64) {
+        let mut tombstones = self.tombstones.write().unwrap_or_else(|e| e.into_inner());
+        let entry = tombstones.entry(key.clone()).or_insert(seq);
+        *entry = (*entry).max(seq);
+    }
+
+    /// Whether the log record of `key` with sequence number `seq` belongs to a deleted
+    /// history.
+    pub fn is_deleted_record(&self, key: &DbKey, seq: u64) -> bool {
+        self.tombstones.read().unwrap_or_else(|e| e.into_inner()).get(key).is_some_and(|&tombstone| seq < tombstone)
     }
 }
 

@@ -15,7 +15,7 @@
 //!
 //! record (starts 8-byte aligned; little-endian)
 //!    0   4  magic "L0RC"
-//!    4   1  kind (1 = an LTX file as uploaded)
+//!    4   1  kind (1 = an LTX file as uploaded, 2 = a tombstone; see below)
 //!    5   1  cluster name length C (1..=128)
 //!    6   1  database name length D (1..=128)
 //!    7   1  reserved (0)
@@ -38,6 +38,13 @@
 //!  …     P  payload: the LTX file exactly as received
 //!  …        zero padding to the next multiple of 8
 //! ```
+//!
+//! A tombstone (kind 2) deletes a database: every record of the same cluster and database
+//! earlier in the log (lower sequence number) is history the vault no longer has. It has no
+//! payload (length 0). Its min and max TXID are both the last TXID of the history it
+//! deletes, its commit, page size and checksum before are that history's last (for a human
+//! reading the log), its checksum after is 0. A record of the same database after it
+//! starts a new history at TXID 1.
 //!
 //! The header checksum lets recovery walk the log reading headers only; the payload
 //! checksum is checked whenever a payload is read (and for the whole last segment at
@@ -68,6 +75,8 @@ const _: () = assert!(SEGMENT_HEADER_SIZE == 64);
 pub const RECORD_MAGIC: [u8; 4] = *b"L0RC";
 /// Record kind: an uploaded LTX file.
 pub const KIND_LTX: u8 = 1;
+/// Record kind: a tombstone, the deletion of a database (no payload).
+pub const KIND_TOMBSTONE: u8 = 2;
 /// Longest cluster or database name.
 pub const MAX_NAME_LEN: usize = 128;
 /// Records start at multiples of this.
@@ -140,7 +149,7 @@ impl SegmentHeader {
 /// What a record says about its payload, without the payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordHeader {
-    /// Record kind (`KIND_LTX`).
+    /// Record kind (`KIND_LTX` or `KIND_TOMBSTONE`).
     pub kind: u8,
     /// Log sequence number.
     pub seq: u64,
@@ -262,8 +271,11 @@ impl RecordHeader {
             payload_len: le_u64(fixed, REC_PAYLOAD_LEN_OFFSET),
             payload_xxh3: le_u64(fixed, REC_PAYLOAD_SUM_OFFSET),
         };
-        if record.kind != KIND_LTX {
+        if record.kind != KIND_LTX && record.kind != KIND_TOMBSTONE {
             return Err(format!("unknown record kind {}", record.kind));
+        }
+        if record.kind == KIND_TOMBSTONE && record.payload_len != 0 {
+            return Err(format!("tombstone with a payload of {} bytes", record.payload_len));
         }
         if cluster_len == 0 || db_len == 0 || cluster_len > MAX_NAME_LEN || db_len > MAX_NAME_LEN {
             return Err("record name length out of range".into());
@@ -351,6 +363,23 @@ mod tests {
         let mut bad = bytes.clone();
         bad[rec.header_len() + 3] ^= 1;
         assert!(rec.payload(&bad).is_err());
+    }
+
+    #[test]
+    fn tombstones_round_trip_and_carry_no_payload() {
+        let rec = RecordHeader { kind: KIND_TOMBSTONE, payload_len: 0, payload_xxh3: xxh3_64(b""), ..sample() };
+        let mut bytes = rec.encode();
+        bytes.resize(rec.record_len() as usize + 64, 0);
+        assert_eq!(RecordHeader::decode(&bytes), Ok(Some(rec.clone())));
+        assert_eq!(rec.payload(&bytes), Ok(&b""[..]));
+        let with_payload = RecordHeader { payload_len: 8, ..rec.clone() };
+        let mut bytes = with_payload.encode();
+        bytes.resize(with_payload.record_len() as usize, 0);
+        assert!(RecordHeader::decode(&bytes).unwrap_err().contains("tombstone with a payload"));
+        let unknown = RecordHeader { kind: 3, ..rec };
+        let mut bytes = unknown.encode();
+        bytes.resize(unknown.record_len() as usize, 0);
+        assert!(RecordHeader::decode(&bytes).unwrap_err().contains("unknown record kind 3"));
     }
 
     #[test]
