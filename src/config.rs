@@ -616,7 +616,13 @@ pub fn example(config: &VaultConfig, server: &ServerSettings) -> String {
     ));
     line("# \"bind\": a cluster is bound to the LiteFS cluster id (Litefs-Cluster-Id) of its first".into());
     line("# write and other ids are refused until `ltxvault cluster reset-id`; \"off\" ignores it.".into());
-    line(format!("cluster_id = \"{}\"", match server.cluster_id { ClusterIdChoice::Bind => "bind", ClusterIdChoice::Off => "off" }));
+    line(format!(
+        "cluster_id = \"{}\"",
+        match server.cluster_id {
+            ClusterIdChoice::Bind => "bind",
+            ClusterIdChoice::Off => "off",
+        }
+    ));
     line("# Largest request body; a larger upload is refused (413).".into());
     line(format!("max_body = \"{}\"", format_size_bytes(limits.max_body_bytes)));
     line("# Uploads handled at once; more wait for a slot.".into());

@@ -379,3 +379,137 @@ fn stalled_clients_time_out() {
     assert!(started.elapsed() < Duration::from_secs(8), "both were cut off by the timeouts");
     assert_eq!(pos(addr), serde_json::json!({}));
 }
+
+/// Scenarios 30-32 and the rest of the control plane: restore in place (a new transaction
+/// whose state is the target's), its dry run, a plain SQLite upload, a clone, a deletion.
+#[test]
+fn the_control_plane_restores_uploads_clones_and_deletes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), AuthMode::None, Limits::default());
+    let addr = server.addr;
+    for file in [f1(false), f2(false), f3(false)] {
+        assert_eq!(upload(addr, "db", &file).status, 200);
+    }
+    let call = |method: &str, path: &str| request(addr, method, path, &[CLUSTER], Body::None).expect("reply");
+    // The dry run says where a restore would go, and changes nothing.
+    let check = call("GET", "/db/restore/check?db=db&txid=0000000000000002");
+    assert_eq!(check.status, 200, "{}", String::from_utf8_lossy(&check.body));
+    assert_eq!(check.json()["target"]["txid"], "0000000000000002");
+    assert_eq!(pos(addr)["db"], position(4, C4));
+    // 30. Restore to TXID 2: a new TXID 5 with TX2's state.
+    let done = call("POST", "/db/restore?db=db&txid=0000000000000002");
+    assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
+    assert_eq!(done.json()["txID"], "0000000000000005");
+    assert_eq!(pos(addr)["db"], position(5, C2));
+    let snapshot = call("GET", "/db/snapshot?db=db&format=sqlite");
+    assert_eq!(snapshot.body, [page(1), page(2)].concat(), "the state of TX2, at TXID 5");
+    // A LiteFS node still at 4 gets EPOSMISMATCH with the new position (then restores).
+    assert_error(
+        &upload(addr, "db", &ltx(2, 5, 5, C4, &[(1, 7)], 0x8000000000000001, false)),
+        409,
+        "EPOSMISMATCH",
+        Some((5, C2)),
+    );
+    // Restoring to the current point is a no-op; past it, ENOTXID; no target, EBADINPUT.
+    let same = call("POST", "/db/restore?db=db&txid=0000000000000005");
+    assert_eq!((same.status, same.json()["applied"].as_bool()), (200, Some(false)));
+    assert_error(&call("POST", "/db/restore?db=db&txid=0000000000000009"), 404, "ENOTXID", Some((5, C2)));
+    assert_error(&call("POST", "/db/restore?db=db"), 400, "EBADINPUT", None);
+    assert_error(&call("POST", "/db/restore?db=nope&txid=1"), 404, "ENODB", None);
+
+    // 31. A plain SQLite file uploads as a new database; junk is refused.
+    let sqlite_file = {
+        let path = dir.path().join("upload.db");
+        let conn = rusqlite::Connection::open(&path).expect("sqlite");
+        conn.execute_batch("PRAGMA page_size = 512; CREATE TABLE t (x); INSERT INTO t VALUES (42);").expect("sql");
+        drop(conn);
+        std::fs::read(&path).expect("read")
+    };
+    let reply =
+        request(addr, "POST", "/db/upload?db=new", &[CLUSTER], Body::Chunked(&sqlite_file, 1000)).expect("reply");
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json()["txID"], "0000000000000001");
+    assert_eq!(call("GET", "/db/snapshot?db=new&format=sqlite").body, sqlite_file);
+    let junk = request(addr, "POST", "/db/upload?db=junk", &[CLUSTER], Body::Fixed(&[7u8; 1024])).expect("reply");
+    assert_error(&junk, 422, "EBADHEADER", None);
+
+    // Clone db at TXID 4 into another cluster; the destination must not exist.
+    let clone = call("POST", "/db/clone?db=db&to_cluster=copy&to_db=db4&txid=0000000000000004");
+    assert_eq!(clone.status, 200, "{}", String::from_utf8_lossy(&clone.body));
+    let copy =
+        request(addr, "GET", "/db/snapshot?db=db4&format=sqlite", &[("Authorization", "cluster copy")], Body::None)
+            .expect("reply");
+    assert_eq!(copy.body, [page(3), page(2)].concat());
+    assert_error(&call("POST", "/db/clone?db=db&to_cluster=copy&to_db=db4"), 409, "EEXISTS", None);
+
+    // Delete: gone from /pos and snapshots, and stays gone after a restart.
+    let deleted = call("DELETE", "/db?db=new");
+    assert_eq!(deleted.status, 200, "{}", String::from_utf8_lossy(&deleted.body));
+    assert!(pos(addr).get("new").is_none());
+    assert_error(&call("GET", "/db/snapshot?db=new"), 404, "ENODB", None);
+    drop(server);
+    let server = start(dir.path(), AuthMode::None, Limits::default());
+    assert!(pos(server.addr).get("new").is_none(), "a deletion survives a restart");
+    assert_eq!(pos(server.addr)["db"], position(5, C2));
+}
+
+/// Scenarios 22-25: tokens reach their own cluster only, and a cluster bound to a LiteFS
+/// cluster id refuses another id until the binding is reset.
+#[test]
+fn tokens_and_cluster_ids_keep_clusters_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = Arc::new(ltxvault::auth::TokenStore::open(dir.path()).expect("tokens"));
+    let ids = Arc::new(ltxvault::auth::ClusterIds::open(dir.path()).expect("ids"));
+    let (_, t1) = tokens.create(ltxvault::auth::Scope::Cluster("c1".into()), None).expect("token");
+    let (_, t2) = tokens.create(ltxvault::auth::Scope::Cluster("c2".into()), None).expect("token");
+    let (_, admin) = tokens.create(ltxvault::auth::Scope::Admin, None).expect("token");
+    let server =
+        start_with(dir.path(), AuthMode::Tokens(tokens.clone()), ClusterIdPolicy::Bind(ids.clone()), Limits::default());
+    let addr = server.addr;
+    let as_token = |token: &str, method: &str, path: &str, body: Body<'_>, id: &str| {
+        request(addr, method, path, &[("Authorization", token), ("Litefs-Cluster-Id", id)], body).expect("reply")
+    };
+    const ID_A: &str = "LFSCAAAAAAAAAAAAAAAA";
+    const ID_B: &str = "LFSCBBBBBBBBBBBBBBBB";
+    // 22. No token, a wrong token: 401 on every endpoint, nothing stored.
+    for (method, path) in [("GET", "/pos"), ("POST", "/db/tx?db=db"), ("GET", "/db/snapshot?db=db")] {
+        let reply = request(addr, method, path, &[], Body::Fixed(&f1(false))).expect("reply");
+        assert_error(&reply, 401, "EINVALIDAUTH", None);
+        let wrong = format!("{}x", &t1[..t1.len() - 1]);
+        assert_error(&as_token(&wrong, method, path, Body::Fixed(&f1(false)), ID_A), 401, "EINVALIDAUTH", None);
+    }
+    // First write binds c1 to ID_A.
+    assert_hwm(&as_token(&t1, "POST", "/db/tx?db=db", Body::Chunked(&f1(false), 100), ID_A), 1);
+    // 23. c2 sees nothing of c1, and the same name evolves on its own there.
+    assert_eq!(as_token(&t2, "GET", "/pos", Body::None, ID_B).json(), serde_json::json!({}));
+    assert_hwm(&as_token(&t2, "POST", "/db/tx?db=db", Body::Chunked(&f1(true), 100), ID_B), 1);
+    // 24. A cluster token naming another cluster: 403; an admin token needs a cluster.
+    assert_error(&as_token(&t1, "GET", "/pos?cluster=c2", Body::None, ID_A), 403, "EFORBIDDEN", None);
+    assert_error(&as_token(&admin, "GET", "/pos", Body::None, ID_A), 400, "EBADCLUSTER", None);
+    let both = as_token(&admin, "GET", "/pos?cluster=c1", Body::None, ID_A);
+    assert_eq!(both.json(), serde_json::json!({"db": position(1, C1)}));
+    // 25. Another cluster id for c1: 422 with the fix in the message; no header is fine.
+    let refused = as_token(&t1, "GET", "/pos", Body::None, ID_B);
+    assert_error(&refused, 422, "ECLUSTERID", None);
+    let message = refused.json()["error"].as_str().expect("text").to_string();
+    assert!(message.starts_with(&format!("cluster id mismatch, expecting \"{ID_A}\"")), "{message}");
+    assert!(message.contains("reset-id"), "{message}");
+    assert_error(&as_token(&t1, "POST", "/db/tx?db=db", Body::Fixed(&f2(false)), ID_B), 422, "ECLUSTERID", None);
+    let no_header = request(addr, "GET", "/pos", &[("Authorization", t1.as_str())], Body::None).expect("reply");
+    assert_eq!(no_header.status, 200);
+    // After a reset the new id binds.
+    ids.reset("c1").expect("reset");
+    assert_hwm(&as_token(&t1, "POST", "/db/tx?db=db", Body::Fixed(&f2(false)), ID_B), 2);
+    assert_error(&as_token(&t1, "GET", "/pos", Body::None, ID_A), 422, "ECLUSTERID", None);
+    // A revoked token stops working at once.
+    let id = tokens
+        .list()
+        .expect("list")
+        .iter()
+        .find(|t| t.scope == ltxvault::auth::Scope::Cluster("c2".into()))
+        .expect("t2")
+        .id
+        .clone();
+    tokens.revoke(&id).expect("revoke");
+    assert_error(&as_token(&t2, "GET", "/pos", Body::None, ID_B), 401, "EINVALIDAUTH", None);
+}

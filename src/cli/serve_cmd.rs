@@ -75,7 +75,15 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode> {
         let local = listener.local_addr().map_err(|e| Error::io("read the listening address", e))?;
         tracing::info!(listen = %local, data = %args.data.display(), "serving");
         eprintln!("ltxvault: serving {} on http://{local}", args.data.display());
-        crate::server::run(listener, vault.clone(), auth, cluster_ids, settings.limits.clone(), crate::server::signals()).await
+        crate::server::run(
+            listener,
+            vault.clone(),
+            auth,
+            cluster_ids,
+            settings.limits.clone(),
+            crate::server::signals(),
+        )
+        .await
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     let vault =

@@ -18,8 +18,9 @@ use tokio::sync::Semaphore;
 use super::{AuthMode, ClusterIdPolicy, Limits, Scope};
 use crate::catalog::Position;
 use crate::error::Error;
-use crate::ltx::{Checksum, TxId};
+use crate::ltx::TxId;
 use crate::restore::Target;
+use crate::vault::SnapshotFormat;
 use crate::vault::Vault;
 
 /// What every handler shares.
@@ -35,7 +36,12 @@ pub struct AppState {
 
 impl AppState {
     /// State for a router over `vault`.
-    pub fn new(vault: Arc<Vault>, auth: AuthMode, cluster_ids: ClusterIdPolicy, limits: Limits) -> crate::Result<AppState> {
+    pub fn new(
+        vault: Arc<Vault>,
+        auth: AuthMode,
+        cluster_ids: ClusterIdPolicy,
+        limits: Limits,
+    ) -> crate::Result<AppState> {
         let scratch = vault.dir().join("tmp");
         crate::io::make_private_dir(&scratch)?;
         Ok(AppState {
@@ -57,6 +63,12 @@ pub fn router(state: AppState) -> Router {
         .route("/db/snapshot", get(get_snapshot))
         .route("/dbs", get(get_dbs))
         .route("/db/info", get(get_info))
+        .route("/db/restore", post(post_restore))
+        .route("/db/restore/check", get(get_restore_check))
+        .route("/db/upload", post(post_upload))
+        .route("/db", axum::routing::delete(delete_db))
+        .route("/db/clone", post(post_clone))
+        .route("/cluster/clone", post(post_cluster_clone))
         .fallback(|uri: Uri| async move {
             ApiError::new(StatusCode::NOT_FOUND, "ENOTFOUND", format!("no such endpoint: {}", uri.path()))
         })
@@ -120,6 +132,9 @@ impl From<Error> for ApiError {
             Error::InvalidName(_) => (StatusCode::BAD_REQUEST, "EBADDB"),
             Error::NotFound { .. } => (StatusCode::NOT_FOUND, "ENODB"),
             Error::Invalid(_) => (StatusCode::BAD_REQUEST, "EBADINPUT"),
+            Error::NoSuchPoint(_) => (StatusCode::NOT_FOUND, "ENOTXID"),
+            Error::BadHeader(_) => (StatusCode::UNPROCESSABLE_ENTITY, "EBADHEADER"),
+            Error::AlreadyExists { .. } => (StatusCode::CONFLICT, "EEXISTS"),
             _ => {
                 tracing::error!(error = %e, "request failed inside the vault");
                 (StatusCode::INTERNAL_SERVER_ERROR, "EINTERNAL")
@@ -163,18 +178,16 @@ fn cluster_of(state: &AppState, headers: &HeaderMap, requested: Option<&str>) ->
         .map(|v| v.to_str().map_err(|_| ApiError::unauthorized("the Authorization header is not text")))
         .transpose()?;
     let scope = match &state.auth {
-        AuthMode::None => match presented.and_then(|v| v.strip_prefix("cluster ")) {
-            Some(name) => Scope::Cluster(name.trim().to_string()),
-            None => match requested {
-                Some(name) => Scope::Cluster(name.to_string()),
-                None => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "EBADCLUSTER",
-                        "no cluster: send \"Authorization: cluster NAME\" or ?cluster=NAME".into(),
-                    ));
-                }
-            },
+        // No authentication: a named cluster (parameter first, then the header) is reachable.
+        AuthMode::None => match requested.or_else(|| presented.and_then(|v| v.strip_prefix("cluster ")).map(str::trim)) {
+            Some(name) => Scope::Cluster(name.to_string()),
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "EBADCLUSTER",
+                    "no cluster: send \"Authorization: cluster NAME\" or ?cluster=NAME".into(),
+                ));
+            }
         },
         AuthMode::Tokens(tokens) => {
             let Some(presented) = presented else {
@@ -217,7 +230,11 @@ fn presented_cluster_id(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         .get("Litefs-Cluster-Id")
         .map(|v| {
             v.to_str().map_err(|_| {
-                ApiError::new(StatusCode::BAD_REQUEST, "EBADCLUSTERID", "the Litefs-Cluster-Id header is not text".into())
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "EBADCLUSTERID",
+                    "the Litefs-Cluster-Id header is not text".into(),
+                )
             })
         })
         .transpose()
@@ -386,13 +403,13 @@ async fn get_snapshot(State(state): State<AppState>, headers: HeaderMap, uri: Ur
         .plan_restore(&cluster, &db, target)
         .map_err(|e| ApiError::from(e).with_pos(position_of(&state.vault, &cluster, &db)))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let (vault, scratch) = (state.vault.clone(), state.scratch.clone());
+    let vault = state.vault.clone();
     tokio::task::spawn_blocking(move || {
         let mut out = ChannelWriter { tx, buf: Vec::with_capacity(ChannelWriter::CHUNK) };
         // The point resolved above, by TXID: a timestamp or "latest" must not move while
         // this runs.
-        let result = write_snapshot(&vault, &scratch, &cluster, &db, Target::TxId(plan.txid), format, &mut out);
-        match result.and_then(|()| std::io::Write::flush(&mut out).map_err(|e| Error::io("send the snapshot", e))) {
+        let result = vault.write_snapshot(&cluster, &db, Target::TxId(plan.txid), format, &mut out);
+        match result.and_then(|_| std::io::Write::flush(&mut out).map_err(|e| Error::io("send the snapshot", e))) {
             Ok(()) => {}
             Err(e) => {
                 tracing::error!(cluster, db, error = %e, "snapshot stream failed");
@@ -415,6 +432,167 @@ async fn get_snapshot(State(state): State<AppState>, headers: HeaderMap, uri: Ur
     Ok(response)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PointQuery {
+    db: Option<String>,
+    cluster: Option<String>,
+    txid: Option<String>,
+    timestamp: Option<String>,
+}
+
+/// Runs blocking engine work off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> crate::Result<T> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "EINTERNAL", format!("task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+/// Exactly one of `txid` and `timestamp`.
+fn required_target(q: &PointQuery) -> Result<Target, ApiError> {
+    match target_of(q.txid.as_deref(), q.timestamp.as_deref())? {
+        Target::Latest => Err(ApiError::new(StatusCode::BAD_REQUEST, "EBADINPUT", "give txid=N or timestamp=T".into())),
+        target => Ok(target),
+    }
+}
+
+/// `POST /db/restore?db=NAME&txid=N|timestamp=T`: the database goes back to that point by
+/// a new transaction (its history stays; connected LiteFS nodes follow within a full sync).
+async fn post_restore(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
+    restore_point(state, headers, uri, false).await
+}
+
+/// `GET /db/restore/check?db=NAME&txid=N|timestamp=T`: what a restore would go back to.
+async fn get_restore_check(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
+    restore_point(state, headers, uri, true).await
+}
+
+async fn restore_point(state: AppState, headers: HeaderMap, uri: Uri, dry_run: bool) -> Result<Response, ApiError> {
+    let q: PointQuery = query(&uri)?;
+    let cluster = cluster_of(&state, &headers, q.cluster.as_deref())?;
+    let db = db_name(q.db.as_deref())?.to_string();
+    let target = required_target(&q)?;
+    let vault = state.vault.clone();
+    let (c, d) = (cluster.clone(), db.clone());
+    let done = blocking(move || vault.restore_in_place(&c, &d, target, dry_run))
+        .await
+        .map_err(|e| e.with_pos(position_of(&state.vault, &cluster, &db)))?;
+    Ok(axum::Json(serde_json::json!({
+        "txID": done.position.txid.to_string(),
+        "timestamp": crate::report::rfc3339(done.target.timestamp_ms),
+        "target": {"txid": done.target.txid.to_string(), "timestamp_ms": done.target.timestamp_ms,
+                   "checksum": done.target.checksum.to_string(), "commit": done.target.commit},
+        "pos": position_json(done.position),
+        "applied": done.applied,
+    }))
+    .into_response())
+}
+
+/// `POST /db/upload?db=NAME`: a plain SQLite file becomes the database's newest state (a
+/// new database, or a new transaction over an existing one).
+async fn post_upload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let q: DbQuery = query(&uri)?;
+    let cluster = cluster_of(&state, &headers, q.cluster.as_deref())?;
+    let db = db_name(q.db.as_deref())?.to_string();
+    let _slot = state
+        .uploads
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "EBUSY", "the server is stopping".into()))?;
+    let limits = &state.limits;
+    let file = super::body::read_to_file(
+        body,
+        limits.max_body_bytes,
+        limits.body_idle_timeout,
+        limits.body_timeout,
+        &state.scratch,
+    )
+    .await?;
+    let vault = state.vault.clone();
+    let (c, d) = (cluster.clone(), db.clone());
+    let ack = blocking(move || {
+        let ack = vault.upload_sqlite(&c, &d, file.path());
+        drop(file);
+        ack
+    })
+    .await
+    .map_err(|e| e.with_pos(position_of(&state.vault, &cluster, &db)))?;
+    Ok(axum::Json(serde_json::json!({"txID": ack.position.txid.to_string(), "pos": position_json(ack.position)}))
+        .into_response())
+}
+
+/// `DELETE /db?db=NAME`: the database and all its history, for good.
+async fn delete_db(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
+    let q: DbQuery = query(&uri)?;
+    let cluster = cluster_of(&state, &headers, q.cluster.as_deref())?;
+    let db = db_name(q.db.as_deref())?.to_string();
+    let vault = state.vault.clone();
+    let (c, d) = (cluster.clone(), db.clone());
+    blocking(move || vault.delete_database(&c, &d)).await?;
+    tracing::info!(cluster, db, "database deleted");
+    Ok(axum::Json(serde_json::json!({"deleted": db})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloneQuery {
+    db: Option<String>,
+    cluster: Option<String>,
+    to_cluster: Option<String>,
+    to_db: Option<String>,
+    txid: Option<String>,
+    timestamp: Option<String>,
+}
+
+/// `POST /db/clone?db=NAME&to_db=NEW[&to_cluster=C][&txid=N|&timestamp=T]`: the database at
+/// a point (default: now) becomes a new database; the credential must reach both clusters.
+async fn post_clone(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
+    let q: CloneQuery = query(&uri)?;
+    let cluster = cluster_of(&state, &headers, q.cluster.as_deref())?;
+    let db = db_name(q.db.as_deref())?.to_string();
+    let to_cluster = cluster_of(&state, &headers, Some(q.to_cluster.as_deref().unwrap_or(&cluster)))?;
+    let to_db = db_name(q.to_db.as_deref().or(Some(&db)))?.to_string();
+    let target = target_of(q.txid.as_deref(), q.timestamp.as_deref())?;
+    let vault = state.vault.clone();
+    let ack = blocking(move || vault.clone_database((&cluster, &db), (&to_cluster, &to_db), target)).await?;
+    Ok(axum::Json(serde_json::json!({"txID": ack.position.txid.to_string(), "pos": position_json(ack.position)}))
+        .into_response())
+}
+
+/// `POST /cluster/clone?cluster=C&to_cluster=D[&txid=N|&timestamp=T]`: every database of a
+/// cluster at a point into another cluster; databases without a point there are skipped and
+/// listed.
+async fn post_cluster_clone(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Result<Response, ApiError> {
+    let q: CloneQuery = query(&uri)?;
+    if q.db.is_some() || q.to_db.is_some() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "EBADINPUT", "a cluster clone takes no db or to_db".into()));
+    }
+    let cluster = cluster_of(&state, &headers, q.cluster.as_deref())?;
+    let to_cluster = q
+        .to_cluster
+        .as_deref()
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "EBADCLUSTER", "missing to_cluster=NAME".into()))?;
+    let to_cluster = cluster_of(&state, &headers, Some(to_cluster))?;
+    let target = target_of(q.txid.as_deref(), q.timestamp.as_deref())?;
+    let vault = state.vault.clone();
+    let report = blocking(move || vault.clone_cluster(&cluster, &to_cluster, target)).await?;
+    let cloned: Vec<_> = report
+        .cloned
+        .iter()
+        .map(|(db, ack)| serde_json::json!({"db": db, "txID": ack.position.txid.to_string()}))
+        .collect();
+    let skipped: Vec<_> =
+        report.skipped.iter().map(|(db, e)| serde_json::json!({"db": db, "error": e.to_string()})).collect();
+    Ok(axum::Json(serde_json::json!({"cloned": cloned, "skipped": skipped})).into_response())
+}
+
 fn target_of(txid: Option<&str>, timestamp: Option<&str>) -> Result<Target, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "EBADINPUT", m);
     match (txid, timestamp) {
@@ -425,76 +603,6 @@ fn target_of(txid: Option<&str>, timestamp: Option<&str>) -> Result<Target, ApiE
         (None, Some(ts)) => Target::parse_timestamp(ts).map(Target::Timestamp).map_err(|e| bad(e.to_string())),
         (None, None) => Ok(Target::Latest),
     }
-}
-
-/// Formats of `GET /db/snapshot`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SnapshotFormat {
-    /// One LTX v1 snapshot file.
-    Ltx,
-    /// The plain SQLite database file.
-    Sqlite,
-}
-
-/// Writes the database at `target` to `out`: restores it into a scratch file (checked like
-/// every restore), then streams that file, as is or as an uncompressed LTX v1 snapshot.
-fn write_snapshot(
-    vault: &Vault,
-    scratch: &std::path::Path,
-    cluster: &str,
-    db: &str,
-    target: Target,
-    format: SnapshotFormat,
-    out: &mut dyn std::io::Write,
-) -> crate::Result<()> {
-    use std::os::unix::fs::FileExt;
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = scratch.join(format!("snapshot-{}-{n}.db", std::process::id()));
-    struct Remove<'a>(&'a std::path::Path);
-    impl Drop for Remove<'_> {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(self.0);
-        }
-    }
-    let _remove = Remove(&path);
-    let summary = vault.restore(cluster, db, target, &path, true)?;
-    let (plan, _) = vault.plan_restore(cluster, db, Target::TxId(summary.position.txid))?;
-    let file = std::fs::File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-    let page_size = summary.page_size as usize;
-    let mut page = vec![0u8; page_size];
-    let read_page = |pgno: u32, page: &mut [u8]| {
-        file.read_exact_at(page, u64::from(pgno - 1) * page_size as u64)
-            .map_err(|e| Error::io(format!("read {}", path.display()), e))
-    };
-    let send = |e: std::io::Error| Error::io("send the snapshot", e);
-    match format {
-        SnapshotFormat::Sqlite => {
-            for pgno in 1..=summary.commit {
-                read_page(pgno, &mut page)?;
-                out.write_all(&page).map_err(send)?;
-            }
-        }
-        SnapshotFormat::Ltx => {
-            let header = crate::ltx::Header {
-                page_size: summary.page_size,
-                commit: summary.commit,
-                min_txid: TxId(1),
-                max_txid: summary.position.txid,
-                timestamp_ms: plan.timestamp_ms,
-                pre_apply_checksum: Checksum::NONE,
-                ..crate::ltx::Header::default()
-            };
-            let mut encoder = crate::ltx::Encoder::new(&mut *out, &header, crate::ltx::Format::V1 { compress: false })?;
-            let lock = crate::ltx::PageNo::lock_page(summary.page_size);
-            for pgno in (1..=summary.commit).map(crate::ltx::PageNo).filter(|p| *p != lock) {
-                read_page(pgno.0, &mut page)?;
-                encoder.write_page(pgno, &page)?;
-            }
-            encoder.finish(summary.position.checksum)?;
-        }
-    }
-    Ok(())
 }
 
 /// A `Write` that hands 256 KiB chunks to the response body; blocks while the client is

@@ -32,20 +32,66 @@ pub async fn read(
     }
 }
 
-async fn read_inner(mut body: Body, max_bytes: u64, idle: Duration, spool_dir: &Path) -> Result<Payload, ApiError> {
-    let mut memory: Vec<u8> = Vec::new();
-    let mut spool: Option<Spool> = None;
-    let mut received = 0u64;
+/// Reads `body` whole into a file under `spool_dir` (for bodies the engine takes as a
+/// file); the file goes when the returned guard is dropped.
+pub async fn read_to_file(
+    body: Body,
+    max_bytes: u64,
+    idle: Duration,
+    total: Duration,
+    spool_dir: &Path,
+) -> Result<SpooledFile, ApiError> {
+    let read = async {
+        let mut spool = Spool::create(spool_dir)?;
+        let mut body = body;
+        let mut received = 0u64;
+        while let Some(data) = next_data(&mut body, idle).await? {
+            received += data.len() as u64;
+            if received > max_bytes {
+                return Err(ApiError::too_large(received, max_bytes));
+            }
+            spool.write(&data)?;
+        }
+        Ok(SpooledFile(spool))
+    };
+    match tokio::time::timeout(total, read).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::timeout(format!("the request body did not arrive within {} s", total.as_secs()))),
+    }
+}
+
+/// A request body on disk, removed when dropped.
+pub struct SpooledFile(Spool);
+
+impl SpooledFile {
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.0.path
+    }
+}
+
+/// The next piece of data of `body`, `None` at its end.
+async fn next_data(body: &mut Body, idle: Duration) -> Result<Option<axum::body::Bytes>, ApiError> {
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => {
                 return Err(ApiError::timeout(format!("the request body stalled for {} s", idle.as_secs())));
             }
-            Ok(None) => break,
+            Ok(None) => return Ok(None),
             Ok(Some(Err(e))) => return Err(ApiError::bad_body(format!("the request body ended early: {e}"))),
             Ok(Some(Ok(frame))) => frame,
         };
-        let Ok(data) = frame.into_data() else { continue };
+        if let Ok(data) = frame.into_data() {
+            return Ok(Some(data));
+        }
+    }
+}
+
+async fn read_inner(mut body: Body, max_bytes: u64, idle: Duration, spool_dir: &Path) -> Result<Payload, ApiError> {
+    let mut memory: Vec<u8> = Vec::new();
+    let mut spool: Option<Spool> = None;
+    let mut received = 0u64;
+    while let Some(data) = next_data(&mut body, idle).await? {
         received += data.len() as u64;
         if received > max_bytes {
             return Err(ApiError::too_large(received, max_bytes));
