@@ -12,9 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The cluster name LiteFS presents (with `--auth none`, `Authorization: cluster NAME`).
-const TOKEN: &str = "cluster e2e";
-
 fn litefs_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("LITEFS_BIN") {
         return PathBuf::from(path);
@@ -89,7 +86,7 @@ fn start_server(dir: &Path, addr: SocketAddr) -> Running {
     let server = spawn(
         "ltxvault serve",
         Command::new(env!("CARGO_BIN_EXE_ltxvault"))
-            .args(["serve", "--auth", "none", "--data"])
+            .args(["serve", "--auth", "tokens", "--data"])
             .arg(dir.join("vault"))
             .args(["--listen", &addr.to_string()]),
         &dir.join("serve.log"),
@@ -99,7 +96,7 @@ fn start_server(dir: &Path, addr: SocketAddr) -> Running {
 }
 
 /// A LiteFS node (static lease, always primary) in `dir` backing up to `server`.
-fn start_node(litefs: &Path, dir: &Path, server: SocketAddr) -> Running {
+fn start_node(litefs: &Path, dir: &Path, server: SocketAddr, token: &str) -> Running {
     std::fs::create_dir_all(dir.join("mnt")).expect("mnt");
     std::fs::create_dir_all(dir.join("data")).expect("data");
     let port = free_port();
@@ -114,7 +111,7 @@ fn start_node(litefs: &Path, dir: &Path, server: SocketAddr) -> Running {
             .args(["mount", "-config"])
             .arg(dir.join("litefs.yml"))
             .env("LITEFS_CLOUD_ENDPOINT", format!("http://{server}"))
-            .env("LITEFS_CLOUD_TOKEN", TOKEN),
+            .env("LITEFS_CLOUD_TOKEN", token),
         &dir.join("litefs.log"),
     );
     wait_for("the LiteFS node to become primary", Duration::from_secs(30), || {
@@ -137,16 +134,19 @@ fn sqlite(db: &Path, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> Vec<u8> {
+fn http(addr: SocketAddr, method: &str, path: &str, token: &str) -> Vec<u8> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {TOKEN}\r\nConnection: close\r\n\r\n")
-        .expect("send");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read");
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a reply");
     let head = String::from_utf8_lossy(&raw[..end]).to_string();
-    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    assert!(head.starts_with("HTTP/1.1 200"), "{method} {path}: {head}\n{}", String::from_utf8_lossy(&raw[end..]));
     let body = &raw[end + 4..];
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         let mut out = Vec::new();
@@ -167,10 +167,19 @@ fn http_get(addr: SocketAddr, path: &str) -> Vec<u8> {
 
 /// The vault's position of `db`, as `TXID/checksum` (LiteFS writes its own the same way in
 /// the `<db>-pos` file of the mount).
-fn vault_position(addr: SocketAddr, db: &str) -> Option<String> {
-    let map: serde_json::Value = serde_json::from_slice(&http_get(addr, "/pos")).expect("json");
+fn vault_position(addr: SocketAddr, token: &str, db: &str) -> Option<String> {
+    let map: serde_json::Value = serde_json::from_slice(&http(addr, "GET", "/pos", token)).expect("json");
     let pos = map.get(db)?;
     Some(format!("{}/{}", pos["TXID"].as_str()?, pos["PostApplyChecksum"].as_str()?))
+}
+
+/// The TXID of the restore point just before the newest one, from `GET /db/info`.
+fn vault_point_before_last(addr: SocketAddr, token: &str, db: &str) -> String {
+    let info: serde_json::Value =
+        serde_json::from_slice(&http(addr, "GET", &format!("/db/info?db={db}"), token)).expect("json");
+    let newest = info["newest"]["txid"].as_str().expect("newest");
+    let newest = u64::from_str_radix(newest, 16).expect("hex");
+    format!("{:016x}", newest - 1)
 }
 
 fn local_position(mnt: &Path, db: &str) -> String {
@@ -182,11 +191,21 @@ fn litefs_backs_up_to_the_vault_and_restores_from_it() {
     let litefs = litefs_binary();
     let dir = tempfile::tempdir().expect("tempdir");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let vault_dir = dir.path().join("vault");
+    std::fs::create_dir_all(&vault_dir).expect("vault dir");
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ltxvault")).args(args).output().expect("run ltxvault");
+        assert!(out.status.success(), "ltxvault {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // The token LiteFS sends verbatim: LITEFS_CLOUD_TOKEN.
+    let token = cli(&["token", "create", "--data", vault_dir.to_str().expect("path"), "--cluster", "e2e"]);
+    let token = token.as_str();
     let server = start_server(dir.path(), addr);
 
     // Node A writes two databases through its mount.
     let a = dir.path().join("a");
-    let node = start_node(&litefs, &a, addr);
+    let node = start_node(&litefs, &a, addr, token);
     let mnt = a.join("mnt");
     sqlite(&mnt.join("app.db"), "CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1), (2), (3);");
     sqlite(&mnt.join("other.db"), "CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT); INSERT INTO kv VALUES ('a', 'b');");
@@ -195,11 +214,11 @@ fn litefs_backs_up_to_the_vault_and_restores_from_it() {
     }
     for db in ["app.db", "other.db"] {
         wait_for(&format!("{db} to reach the vault"), Duration::from_secs(30), || {
-            vault_position(addr, db).is_some_and(|p| p == local_position(&mnt, db))
+            vault_position(addr, token, db).is_some_and(|p| p == local_position(&mnt, db))
         });
     }
     // The vault's copy is the live database, byte for byte.
-    let snapshot = http_get(addr, "/db/snapshot?db=app.db&format=sqlite");
+    let snapshot = http(addr, "GET", "/db/snapshot?db=app.db&format=sqlite", token);
     assert!(snapshot == std::fs::read(mnt.join("app.db")).expect("read live db"), "the vault holds the live database");
     let restored = dir.path().join("restored.db");
     std::fs::write(&restored, &snapshot).expect("write");
@@ -207,29 +226,38 @@ fn litefs_backs_up_to_the_vault_and_restores_from_it() {
     assert_eq!(sqlite(&restored, "SELECT sum(x) FROM t;"), "210");
     // The CLI through the running server (which holds the vault's lock).
     let endpoint = format!("http://{addr}");
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ltxvault")).args(args).output().expect("run ltxvault");
-        assert!(out.status.success(), "ltxvault {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
     let via_cli = dir.path().join("via-cli.db");
     let via = via_cli.to_str().expect("path");
-    cli(&["restore", "--endpoint", &endpoint, "--cluster", "e2e", "--db", "app.db", "-o", via]);
+    cli(&["restore", "--endpoint", &endpoint, "--token", token, "--cluster", "e2e", "--db", "app.db", "-o", via]);
     assert!(std::fs::read(&via_cli).expect("read") == snapshot, "restore --endpoint gives the same database");
-    let info: serde_json::Value =
-        serde_json::from_str(&cli(&["info", "--endpoint", &endpoint, "--cluster", "e2e", "--db", "app.db", "--json"]))
-            .expect("json");
-    assert_eq!(info["position"].as_str(), vault_position(addr, "app.db").as_deref());
-    let listed = cli(&["ls", "--endpoint", &endpoint, "--cluster", "e2e"]);
+    let info: serde_json::Value = serde_json::from_str(&cli(&[
+        "info",
+        "--endpoint",
+        &endpoint,
+        "--token",
+        token,
+        "--cluster",
+        "e2e",
+        "--db",
+        "app.db",
+        "--json",
+    ]))
+    .expect("json");
+    assert_eq!(info["position"].as_str(), vault_position(addr, token, "app.db").as_deref());
+    let listed = cli(&["ls", "--endpoint", &endpoint, "--token", token]);
     assert!(listed.contains("e2e/app.db") && listed.contains("e2e/other.db"), "{listed}");
     let status = node.stop(libc::SIGINT);
     assert!(status.success(), "litefs exits cleanly: {status}");
 
-    // Node B starts on an empty data directory and pulls every database back. (Nothing may
-    // touch the mount before the restore: an empty local database would be dropped from
-    // backup sync.)
+    // Node B starts on an empty data directory and pulls every database back. The vault
+    // bound cluster "e2e" to node A's LiteFS cluster id, and a static-lease node makes up a
+    // new one on a fresh data directory, so the operator carries the id over (the 422
+    // message says so). Nothing may touch the mount before the restore: an empty local
+    // database would be dropped from backup sync.
     let b = dir.path().join("b");
-    let node = start_node(&litefs, &b, addr);
+    std::fs::create_dir_all(b.join("data")).expect("data");
+    std::fs::copy(a.join("data/clusterid"), b.join("data/clusterid")).expect("carry the cluster id over");
+    let node = start_node(&litefs, &b, addr, token);
     wait_for("node B to restore both databases", Duration::from_secs(30), || {
         node.log_text().matches("database restore complete").count() >= 2
     });
@@ -239,7 +267,17 @@ fn litefs_backs_up_to_the_vault_and_restores_from_it() {
     // It goes on writing on top of what it restored, and the vault follows.
     sqlite(&mnt.join("app.db"), "INSERT INTO t VALUES (1000);");
     wait_for("node B's write to reach the vault", Duration::from_secs(30), || {
-        vault_position(addr, "app.db").is_some_and(|p| p == local_position(&mnt, "app.db"))
+        vault_position(addr, token, "app.db").is_some_and(|p| p == local_position(&mnt, "app.db"))
+    });
+    assert_eq!(sqlite(&mnt.join("app.db"), "SELECT sum(x) FROM t;"), "1210");
+    // In-place restore to the point before that write: a new transaction in the vault;
+    // the node sees "remote ahead" at its next full sync (10 s) and follows.
+    let before = vault_point_before_last(addr, token, "app.db");
+    let reply = http(addr, "POST", &format!("/db/restore?db=app.db&txid={before}"), token);
+    let reply: serde_json::Value = serde_json::from_slice(&reply).expect("json");
+    assert_eq!(reply["applied"], true, "{reply}");
+    wait_for("node B to follow the in-place restore", Duration::from_secs(40), || {
+        sqlite(&mnt.join("app.db"), "SELECT sum(x) FROM t;") == "210"
     });
     assert!(node.stop(libc::SIGINT).success());
 
