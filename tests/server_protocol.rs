@@ -513,3 +513,62 @@ fn tokens_and_cluster_ids_keep_clusters_apart() {
     tokens.revoke(&id).expect("revoke");
     assert_error(&as_token(&t2, "GET", "/pos", Body::None, ID_B), 401, "EINVALIDAUTH", None);
 }
+
+/// Scenario 13: invalid headers and page blocks are refused with 400 and change nothing;
+/// scenarios 17 and 18: a deleted database (Commit 0) and its re-creation, and an empty
+/// snapshot for a new database.
+#[test]
+fn malformed_files_are_refused_and_deletions_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), AuthMode::None, Limits::default());
+    let addr = server.addr;
+    assert_hwm(&upload(addr, "db", &f1(false)), 1);
+    let good = f2(false);
+    let with = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut bytes = good.clone();
+        edit(&mut bytes);
+        bytes
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("bad magic", with(&|b| b[0] = b'X')),
+        ("flags 0x2", with(&|b| b[7] = 2)),
+        ("page size 1000", with(&|b| b[8..12].copy_from_slice(&1000u32.to_be_bytes()))),
+        ("min TXID 0", with(&|b| b[16..24].copy_from_slice(&0u64.to_be_bytes()))),
+        ("min > max", with(&|b| b[16..24].copy_from_slice(&9u64.to_be_bytes()))),
+        ("non-snapshot with zero pre-apply", with(&|b| b[40..48].fill(0))),
+        ("snapshot with a pre-apply", {
+            let mut b = f1(false);
+            b[40..48].copy_from_slice(&C1.to_be_bytes());
+            b
+        }),
+        ("page above Commit", with(&|b| b[12..16].copy_from_slice(&1u32.to_be_bytes()))),
+        ("page number 0", with(&|b| b[100..104].copy_from_slice(&0u32.to_be_bytes()))),
+        ("truncated header", good[..50].to_vec()),
+        ("not LTX at all", b"hello, world".to_vec()),
+    ];
+    for (what, body) in cases {
+        let reply = upload(addr, "db", &body);
+        assert!(reply.status == 400 || reply.status == 409, "{what}: {}", reply.status);
+        if reply.status == 400 {
+            assert!(
+                matches!(reply.json()["code"].as_str(), Some("EBADLTX" | "EBADCHECKSUM")),
+                "{what}: {}",
+                reply.json()
+            );
+        }
+        assert_eq!(pos(addr)["db"], position(1, C1), "{what} changed nothing");
+    }
+    // 17. Delete (Commit 0), snapshot of the deleted database, re-creation.
+    assert_hwm(&upload(addr, "db", &good), 2);
+    assert_hwm(&upload(addr, "db", &f3(false)), 4);
+    assert_hwm(&upload(addr, "db", &ltx(0, 5, 5, C4, &[], 0x8000000000000000, false)), 5);
+    assert_eq!(pos(addr)["db"], position(5, 0x8000000000000000), "a deleted database stays listed");
+    let snapshot = request(addr, "GET", "/db/snapshot?db=db", &[CLUSTER], Body::None).expect("reply");
+    let decoder = Decoder::new(&snapshot.body).expect("valid");
+    assert_eq!(decoder.header().commit, 0);
+    assert_hwm(&upload(addr, "db", &ltx(1, 6, 6, 0x8000000000000000, &[(1, 1)], C1, false)), 6);
+    assert_eq!(pos(addr)["db"], position(6, C1));
+    // 18. An empty snapshot for a new database.
+    assert_hwm(&upload(addr, "db4", &ltx(0, 1, 3, 0, &[], 0x8000000000000000, false)), 3);
+    assert_eq!(pos(addr)["db4"], position(3, 0x8000000000000000));
+}
