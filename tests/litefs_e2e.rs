@@ -244,6 +244,41 @@ fn litefs_backs_up_to_the_vault_and_restores_from_it() {
     ]))
     .expect("json");
     assert_eq!(info["position"].as_str(), vault_position(addr, token, "app.db").as_deref());
+    let exported = dir.path().join("exported.db");
+    cli(&[
+        "export",
+        "--endpoint",
+        &endpoint,
+        "--token",
+        token,
+        "--cluster",
+        "e2e",
+        "--db",
+        "app.db",
+        "-o",
+        exported.to_str().expect("path"),
+    ]);
+    assert!(std::fs::read(&exported).expect("read") == snapshot, "export --endpoint gives the same database");
+    let exported_ltx = dir.path().join("exported.ltx");
+    cli(&[
+        "export",
+        "--endpoint",
+        &endpoint,
+        "--token",
+        token,
+        "--cluster",
+        "e2e",
+        "--db",
+        "app.db",
+        "--format",
+        "ltx",
+        "-o",
+        exported_ltx.to_str().expect("path"),
+    ]);
+    let ltx = std::fs::read(&exported_ltx).expect("read");
+    let mut decoder = ltxvault::ltx::Decoder::new(&ltx).expect("an LTX file");
+    while decoder.next_page().expect("page").is_some() {}
+    assert_eq!(decoder.header().min_txid, ltxvault::ltx::TxId(1), "a snapshot");
     let listed = cli(&["ls", "--endpoint", &endpoint, "--token", token]);
     assert!(listed.contains("e2e/app.db") && listed.contains("e2e/other.db"), "{listed}");
     let status = node.stop(libc::SIGINT);

@@ -42,6 +42,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a database at a point in time as a plain SQLite file or an LTX snapshot.
+    Export(vault_cmd::ExportArgs),
     /// List databases with their position, size, last upload and restorable window.
     Ls(vault_cmd::LsArgs),
     /// Import a Litestream 0.5 file replica (its ltx/<level>/ tree), keeping every restore
@@ -87,6 +89,7 @@ pub fn run() -> ExitCode {
         Command::Restore(args) => vault_cmd::restore(args),
         Command::Info { db, config, json } => vault_cmd::info(db, config, json),
         Command::Ls(args) => vault_cmd::ls(args),
+        Command::Export(args) => vault_cmd::export(args),
         Command::ImportLitestream { db, config, replica } => vault_cmd::import(db, config, replica),
         Command::Config { command } => config_cmd::run(command),
         Command::Token { command } => auth_cmd::token(command),

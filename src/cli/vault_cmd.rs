@@ -117,6 +117,109 @@ pub(crate) struct RestoreArgs {
     pub json: bool,
 }
 
+/// `ltxvault export`.
+#[derive(Args, Debug)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    pub target_db: DbArgs,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The point: this TXID (decimal or 16 hex digits).
+    #[arg(long, conflicts_with = "timestamp")]
+    pub txid: Option<String>,
+    /// The point: the last transaction at or before this time (RFC 3339 or Unix ms).
+    #[arg(long)]
+    pub timestamp: Option<String>,
+    /// `sqlite` (the plain database file) or `ltx` (one LTX v1 snapshot, as LiteFS reads).
+    #[arg(long, value_enum, default_value_t = ExportFormat::Sqlite)]
+    pub format: ExportFormat,
+    /// The file to write.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The values of `export --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ExportFormat {
+    /// The plain SQLite database file.
+    Sqlite,
+    /// One LTX v1 snapshot file.
+    Ltx,
+}
+
+/// `ltxvault export`: the database at a point as a file, from a vault directory or through
+/// a server; the file is checked before it is renamed into place (an SQLite file against
+/// the point's checksum, an LTX file by decoding it whole).
+pub(crate) fn export(args: ExportArgs) -> Result<ExitCode> {
+    let DbArgs { cluster, db, .. } = &args.target_db;
+    if !args.force && args.output.exists() {
+        return Err(Error::Invalid(format!("{} exists; pass --force to replace it", args.output.display())));
+    }
+    let temp = crate::io::TempFile::create(&args.output)?;
+    let (txid, checksum, page_size) = match args.target_db.source.remote()? {
+        Some(remote) => {
+            let format = match args.format {
+                ExportFormat::Sqlite => "sqlite",
+                ExportFormat::Ltx => "ltx",
+            };
+            let mut query = vec![("db", db.as_str()), ("cluster", cluster.as_str()), ("format", format)];
+            if let Some(txid) = &args.txid {
+                query.push(("txid", txid));
+            }
+            if let Some(timestamp) = &args.timestamp {
+                query.push(("timestamp", timestamp));
+            }
+            let point = remote.download("/db/snapshot", &query, temp.file())?;
+            (point.txid, point.checksum, point.page_size)
+        }
+        None => {
+            let vault = open(args.target_db.source.local()?, args.config.vault_config()?)?;
+            let format = match args.format {
+                ExportFormat::Sqlite => crate::vault::SnapshotFormat::Sqlite,
+                ExportFormat::Ltx => crate::vault::SnapshotFormat::Ltx,
+            };
+            let target = target(args.txid.as_deref(), args.timestamp.as_deref())?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, temp.file());
+            let info = vault.write_snapshot(cluster, db, target, format, &mut out)?;
+            std::io::Write::flush(&mut out).map_err(|e| Error::io(format!("write {}", temp.path().display()), e))?;
+            drop(out);
+            vault.close()?;
+            (info.position.txid, info.position.checksum, info.page_size)
+        }
+    };
+    match args.format {
+        ExportFormat::Sqlite => {
+            let got = crate::ltx::database_file_checksum(temp.path(), page_size)?;
+            if got != checksum {
+                return Err(Error::Corrupt {
+                    file: temp.path().to_path_buf(),
+                    offset: 0,
+                    reason: format!("exported database has checksum {got}, the vault recorded {checksum}"),
+                });
+            }
+        }
+        ExportFormat::Ltx => {
+            let map = crate::io::MappedFile::open(temp.path())?;
+            let mut decoder = crate::ltx::Decoder::new(&map).map_err(|e| Error::from(e).in_file(temp.path()))?;
+            while decoder.next_page().map_err(|e| Error::from(e).in_file(temp.path()))?.is_some() {}
+            let trailer = decoder.trailer().unwrap_or_default();
+            if decoder.header().max_txid != txid || trailer.post_apply_checksum != checksum {
+                return Err(Error::Corrupt {
+                    file: temp.path().to_path_buf(),
+                    offset: 0,
+                    reason: format!("exported snapshot is not the point TXID {txid} with checksum {checksum}"),
+                });
+            }
+        }
+    }
+    temp.commit()?;
+    println!("exported {cluster}/{db} at TXID {txid} (checksum {checksum}) to {}", args.output.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Opens an existing vault (never creates one).
 fn open(data: &Path, config: VaultConfig) -> Result<Vault> {
     if !data.join("l0").is_dir() {

@@ -179,7 +179,8 @@ fn cluster_of(state: &AppState, headers: &HeaderMap, requested: Option<&str>) ->
         .transpose()?;
     let scope = match &state.auth {
         // No authentication: a named cluster (parameter first, then the header) is reachable.
-        AuthMode::None => match requested.or_else(|| presented.and_then(|v| v.strip_prefix("cluster ")).map(str::trim)) {
+        AuthMode::None => match requested.or_else(|| presented.and_then(|v| v.strip_prefix("cluster ")).map(str::trim))
+        {
             Some(name) => Scope::Cluster(name.to_string()),
             None => {
                 return Err(ApiError::new(
