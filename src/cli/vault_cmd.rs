@@ -89,6 +89,31 @@ impl ConfigArgs {
     }
 }
 
+/// A point in a database's history; neither means the latest.
+#[derive(Args, Debug)]
+pub(crate) struct PointArgs {
+    /// This TXID (decimal, or the 16-digit hex LTX file names use).
+    #[arg(long, conflicts_with = "timestamp")]
+    pub txid: Option<String>,
+    /// The state after the last transaction at or before this time (RFC 3339 or Unix
+    /// milliseconds).
+    #[arg(long)]
+    pub timestamp: Option<String>,
+}
+
+impl PointArgs {
+    fn target(&self) -> Result<Target> {
+        target(self.txid.as_deref(), self.timestamp.as_deref())
+    }
+
+    /// The point as query parameters of `GET /db/snapshot`.
+    fn query(&self) -> Vec<(&'static str, &str)> {
+        let txid = self.txid.as_deref().map(|t| ("txid", t));
+        let timestamp = self.timestamp.as_deref().map(|t| ("timestamp", t));
+        txid.into_iter().chain(timestamp).collect()
+    }
+}
+
 /// `ltxvault restore`.
 #[derive(Args, Debug)]
 pub(crate) struct RestoreArgs {
@@ -96,13 +121,8 @@ pub(crate) struct RestoreArgs {
     pub target_db: DbArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Restore to this TXID (decimal, or the 16-digit hex LTX file names use).
-    #[arg(long, conflicts_with = "timestamp")]
-    pub txid: Option<String>,
-    /// Restore to the state after the last transaction at or before this time (RFC 3339 or
-    /// Unix milliseconds).
-    #[arg(long)]
-    pub timestamp: Option<String>,
+    #[command(flatten)]
+    pub point: PointArgs,
     /// The database file to write.
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
@@ -124,12 +144,8 @@ pub(crate) struct ExportArgs {
     pub target_db: DbArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// The point: this TXID (decimal or 16 hex digits).
-    #[arg(long, conflicts_with = "timestamp")]
-    pub txid: Option<String>,
-    /// The point: the last transaction at or before this time (RFC 3339 or Unix ms).
-    #[arg(long)]
-    pub timestamp: Option<String>,
+    #[command(flatten)]
+    pub point: PointArgs,
     /// `sqlite` (the plain database file) or `ltx` (one LTX v1 snapshot, as LiteFS reads).
     #[arg(long, value_enum, default_value_t = ExportFormat::Sqlite)]
     pub format: ExportFormat,
@@ -166,12 +182,7 @@ pub(crate) fn export(args: ExportArgs) -> Result<ExitCode> {
                 ExportFormat::Ltx => "ltx",
             };
             let mut query = vec![("db", db.as_str()), ("cluster", cluster.as_str()), ("format", format)];
-            if let Some(txid) = &args.txid {
-                query.push(("txid", txid));
-            }
-            if let Some(timestamp) = &args.timestamp {
-                query.push(("timestamp", timestamp));
-            }
+            query.extend(args.point.query());
             let point = remote.download("/db/snapshot", &query, temp.file())?;
             (point.txid, point.checksum, point.page_size)
         }
@@ -181,7 +192,7 @@ pub(crate) fn export(args: ExportArgs) -> Result<ExitCode> {
                 ExportFormat::Sqlite => crate::vault::SnapshotFormat::Sqlite,
                 ExportFormat::Ltx => crate::vault::SnapshotFormat::Ltx,
             };
-            let target = target(args.txid.as_deref(), args.timestamp.as_deref())?;
+            let target = args.point.target()?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, temp.file());
             let info = vault.write_snapshot(cluster, db, target, format, &mut out)?;
             std::io::Write::flush(&mut out).map_err(|e| Error::io(format!("write {}", temp.path().display()), e))?;
@@ -246,7 +257,7 @@ pub(crate) fn restore(args: RestoreArgs) -> Result<ExitCode> {
     let data = args.target_db.source.local()?;
     let config = args.config.vault_config()?;
     let vault = open(data, config.clone())?;
-    let target = target(args.txid.as_deref(), args.timestamp.as_deref())?;
+    let target = args.point.target()?;
     let (plan, page_size) = vault.plan_restore(cluster, db, target)?;
     if args.dry_run {
         if args.json {
@@ -361,12 +372,7 @@ fn remote_restore(remote: &super::remote::Remote, args: &RestoreArgs) -> Result<
         return Err(Error::Invalid(format!("{} exists; pass --force to replace it", args.output.display())));
     }
     let mut query = vec![("db", db.as_str()), ("cluster", cluster.as_str()), ("format", "sqlite")];
-    if let Some(txid) = &args.txid {
-        query.push(("txid", txid));
-    }
-    if let Some(timestamp) = &args.timestamp {
-        query.push(("timestamp", timestamp));
-    }
+    query.extend(args.point.query());
     let temp = crate::io::TempFile::create(&args.output)?;
     let point = remote.download("/db/snapshot", &query, temp.file())?;
     let checksum = crate::ltx::database_file_checksum(temp.path(), point.page_size)?;
