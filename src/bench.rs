@@ -1,5 +1,9 @@
 //! Load generators for `ltxvault bench`: measured workloads against a real vault on the
 //! local disk. The uploads are built before the clock starts, so only the vault is timed.
+//! [`serve`] drives a real `ltxvault serve` process over HTTP instead.
+
+mod http;
+pub mod serve;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

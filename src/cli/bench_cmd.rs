@@ -1,10 +1,11 @@
-//! `ltxvault bench ingest`.
+//! `ltxvault bench ingest|restore|serve`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use crate::bench::serve::{Latency, ServeParams, ServeReport};
 use crate::bench::{IngestParams, ingest};
 use crate::error::{Error, Result};
 use crate::io::engine::IoChoice;
@@ -67,10 +68,64 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         keep: bool,
     },
+    /// The HTTP server under LiteFS-like load: starts `ltxvault serve` on a loopback port
+    /// and plays simulated LiteFS primaries against it, each uploading one small
+    /// transaction per second on its own keep-alive connection (and `GET /pos` every 10 s);
+    /// prints uploads/s, latency percentiles, errors and the server's peak RSS and CPU.
+    Serve {
+        /// Scratch directory (created; must not exist; removed afterwards).
+        #[arg(long)]
+        data: PathBuf,
+        /// Simulated LiteFS primaries, one database each.
+        #[arg(long, default_value_t = 2000)]
+        primaries: usize,
+        /// Clusters the databases are spread over.
+        #[arg(long, default_value_t = 20)]
+        clusters: usize,
+        /// Length of the run, seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Pages each upload rewrites.
+        #[arg(long, default_value_t = 2)]
+        pages: u32,
+        /// Page size.
+        #[arg(long, default_value_t = 4096)]
+        page_size: u32,
+        /// Keep the scratch directory (the vault and the server's log).
+        #[arg(long)]
+        keep: bool,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) fn run(command: BenchCommand) -> Result<ExitCode> {
     match command {
+        BenchCommand::Serve { data, primaries, clusters, seconds, pages, page_size, keep, json } => {
+            if data.exists() {
+                return Err(Error::Invalid(format!(
+                    "{} exists; give a scratch directory that does not",
+                    data.display()
+                )));
+            }
+            if !page_size.is_power_of_two() || !(512..=65536).contains(&page_size) {
+                return Err(Error::Invalid(format!("--page-size {page_size}: a power of two from 512 to 65536")));
+            }
+            let exe = std::env::current_exe().map_err(|e| Error::io("find the ltxvault binary", e))?;
+            let params = ServeParams { primaries, clusters, seconds, pages_per_upload: pages, page_size };
+            let result = crate::bench::serve::serve(&data, &exe, &params);
+            if !keep {
+                let _ = std::fs::remove_dir_all(&data);
+            }
+            let r = result?;
+            if json {
+                println!("{}", serde_json::to_string(&r).map_err(|e| Error::Invalid(e.to_string()))?);
+            } else {
+                print_serve_report(&r);
+            }
+            Ok(if r.errors_total == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         BenchCommand::Restore { data, db_mib, transactions, pages, spacing_secs, keep } => {
             if data.exists() {
                 return Err(Error::Invalid(format!(
@@ -157,5 +212,66 @@ pub(crate) fn run(command: BenchCommand) -> Result<ExitCode> {
             std::fs::remove_dir_all(&data).map_err(|e| Error::io(format!("remove {}", data.display()), e))?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn print_serve_report(r: &ServeReport) {
+    println!(
+        "{} primaries in {} clusters, 1 upload/s each of {} x {} B pages, {:.1} s: {} uploads = {:.1} uploads/s ({} ticks missed)",
+        r.primaries, r.clusters, r.pages, r.page_size, r.seconds, r.uploads, r.uploads_per_sec, r.ticks_missed
+    );
+    println!(
+        "{:<20} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "request", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+    );
+    let row = |name: &str, l: &Latency| {
+        let ms = |us: u32| f64::from(us) / 1000.0;
+        println!(
+            "{:<20} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            name,
+            l.count,
+            ms(l.p50_us),
+            ms(l.p90_us),
+            ms(l.p99_us),
+            ms(l.p999_us),
+            ms(l.max_us)
+        );
+    };
+    row("POST /db/tx", &r.tx);
+    if r.tx_steady.count > 0 {
+        row("  after 5 s", &r.tx_steady);
+    }
+    row("POST /db/tx snapshot", &r.snapshot);
+    row("GET /pos", &r.pos);
+    let p99s: Vec<String> = r.timeline.iter().map(|l| format!("{:.0}", f64::from(l.p99_us) / 1000.0)).collect();
+    println!("POST /db/tx p99 by second of the run, ms: {}", p99s.join(" "));
+    println!(
+        "server: peak RSS {:.1} MiB (at the end: {:.1} MiB anonymous, {:.1} MiB of mapped files), {} threads, CPU {:.1} s ({:.0}% of a core), stopped {:.1} s after SIGTERM; client CPU {:.1} s ({:.0}%); mean upload {:.0} B; {} reconnects",
+        r.server_peak_rss_kib as f64 / 1024.0,
+        r.server_rss_anon_kib as f64 / 1024.0,
+        r.server_rss_file_kib as f64 / 1024.0,
+        r.server_threads,
+        r.server_cpu_secs,
+        100.0 * r.server_cpu_secs / r.seconds,
+        r.server_stop_secs,
+        r.client_cpu_secs,
+        100.0 * r.client_cpu_secs / r.seconds,
+        r.tx_bytes_mean,
+        r.reconnects
+    );
+    println!(
+        "other processes on this machine used {:.1} s of CPU during the run ({:.0}% of a core)",
+        r.other_cpu_secs,
+        100.0 * r.other_cpu_secs / r.seconds
+    );
+    println!("positions checked at the end: {} of {}", r.positions_checked, r.primaries);
+    if r.errors.is_empty() {
+        println!("errors: none");
+    } else {
+        println!("errors: {}", r.errors_total);
+        for (kind, n) in &r.errors {
+            println!("  {n:>8}  {kind}");
+        }
+        println!("server log (last lines):\n{}", r.server_log_tail);
     }
 }
