@@ -639,27 +639,31 @@ impl Vault {
 
     /// Every database of a cluster (or of all clusters), with what the vault knows.
     pub fn databases(&self, cluster: Option<&str>) -> Vec<DbInfo> {
-        let mut out = Vec::new();
-        for key in self.catalog.keys() {
-            if cluster.is_some_and(|c| c != key.cluster) {
-                continue;
+        let states: Vec<(DbKey, Arc<Mutex<DbState>>)> = match cluster {
+            Some(cluster) => self.catalog.cluster(cluster),
+            None => {
+                self.catalog.keys().into_iter().filter_map(|key| Some((key.clone(), self.catalog.get(&key)?))).collect()
             }
-            let Some(state) = self.catalog.get(&key) else { continue };
+        };
+        let mut out = Vec::with_capacity(states.len());
+        for (key, state) in states {
             let state = lock(&state);
             if state.durable.txid == TxId::ZERO || state.deleted {
                 continue;
             }
+            let point = |r: &Run| (r.max_txid, r.timestamp_ms);
+            let pieces = || state.runs.iter().chain(state.levels.iter().flatten());
             out.push(DbInfo {
-                cluster: key.cluster.clone(),
-                db: key.db.clone(),
+                cluster: key.cluster,
+                db: key.db,
                 position: state.durable,
                 hwm: state.hwm,
                 page_size: state.page_size,
                 commit: state.durable_commit,
                 runs: state.runs.len(),
                 bytes: state.runs.iter().map(|r| r.bytes).sum(),
-                oldest: pieces_of(&state).iter().min_by_key(|r| r.max_txid).map(|r| (r.max_txid, r.timestamp_ms)),
-                newest: pieces_of(&state).iter().max_by_key(|r| r.max_txid).map(|r| (r.max_txid, r.timestamp_ms)),
+                oldest: pieces().min_by_key(|r| r.max_txid).map(point),
+                newest: pieces().max_by_key(|r| r.max_txid).map(point),
                 levels: std::iter::once(&state.runs)
                     .chain(state.levels.iter())
                     .enumerate()
@@ -667,13 +671,27 @@ impl Vault {
                         level: level as u8,
                         pieces: runs.len(),
                         bytes: runs.iter().map(|r| r.bytes).sum(),
-                        oldest: runs.first().map(|r| (r.max_txid, r.timestamp_ms)),
-                        newest: runs.last().map(|r| (r.max_txid, r.timestamp_ms)),
+                        oldest: runs.first().map(point),
+                        newest: runs.last().map(point),
                     })
                     .collect(),
             });
         }
         out
+    }
+
+    /// The position of every database of a cluster, by name: what `GET /pos` answers, at a
+    /// cost that grows with the cluster's databases only (not with their history or with
+    /// other clusters).
+    pub fn positions(&self, cluster: &str) -> Vec<(String, Position)> {
+        self.catalog
+            .cluster(cluster)
+            .into_iter()
+            .filter_map(|(key, state)| {
+                let state = lock(&state);
+                (state.durable.txid != TxId::ZERO && !state.deleted).then_some((key.db, state.durable))
+            })
+            .collect()
     }
 
     /// Restores the latest durable state of a database to `out`; see [`Vault::restore`].

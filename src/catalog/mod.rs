@@ -189,6 +189,19 @@ impl Catalog {
         Ok(db)
     }
 
+    /// The databases of one cluster, sorted by name: a range of the map, so its cost does
+    /// not grow with the other clusters.
+    pub fn cluster(&self, cluster: &str) -> Vec<(DbKey, Arc<Mutex<DbState>>)> {
+        let start = DbKey { cluster: cluster.to_string(), db: String::new() };
+        self.dbs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .range(start..)
+            .take_while(|(key, _)| key.cluster == cluster)
+            .map(|(key, state)| (key.clone(), state.clone()))
+            .collect()
+    }
+
     /// Every database key, sorted.
     pub fn keys(&self) -> Vec<DbKey> {
         self.dbs.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()

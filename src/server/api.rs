@@ -273,7 +273,7 @@ async fn get_pos(State(state): State<AppState>, headers: HeaderMap, uri: Uri) ->
     let q: ClusterQuery = query(&uri)?;
     let cluster = cluster_of(&state, &headers, q.cluster.as_deref())?;
     let map: BTreeMap<String, serde_json::Value> =
-        state.vault.databases(Some(&cluster)).into_iter().map(|info| (info.db, position_json(info.position))).collect();
+        state.vault.positions(&cluster).into_iter().map(|(db, pos)| (db, position_json(pos))).collect();
     Ok(axum::Json(map).into_response())
 }
 
