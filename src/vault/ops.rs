@@ -23,8 +23,9 @@ use crate::names;
 use crate::restore::{Plan, Target};
 use crate::snapshot;
 
-/// What [`Vault::write_snapshot`] writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What [`Vault::write_snapshot`] writes (also the values of `export --format` and of
+/// `GET /db/snapshot?format=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SnapshotFormat {
     /// One LTX v1 snapshot, uncompressed: MinTXID 1, MaxTXID and post-apply checksum of
     /// the point, pre-apply 0, the point's timestamp, node ID 0, every page up to Commit
@@ -32,6 +33,16 @@ pub enum SnapshotFormat {
     Ltx,
     /// The plain SQLite database: Commit × page size bytes, the lock page zeros.
     Sqlite,
+}
+
+impl SnapshotFormat {
+    /// The name the CLI and the HTTP API use.
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotFormat::Ltx => "ltx",
+            SnapshotFormat::Sqlite => "sqlite",
+        }
+    }
 }
 
 /// What [`Vault::write_snapshot`] wrote.
@@ -118,14 +129,7 @@ impl Vault {
         let image = MappedFile::open(scratch.path())?;
         let bytes = match format {
             SnapshotFormat::Ltx => {
-                let header = Header {
-                    page_size,
-                    commit: plan.commit,
-                    min_txid: TxId(1),
-                    max_txid: plan.txid,
-                    timestamp_ms: plan.timestamp_ms,
-                    ..Header::default()
-                };
+                let header = snapshot_header(&plan, page_size);
                 snapshot::write_ltx(&image, scratch.path(), &header, Some(plan.checksum), out)?.1
             }
             SnapshotFormat::Sqlite => snapshot::write_sqlite(&image, scratch.path(), page_size, plan.commit, out)?,
@@ -242,14 +246,7 @@ impl Vault {
         }
         let (plan, page_size, scratch) = self.restore_to_scratch(from.0, from.1, target)?;
         let image = MappedFile::open(scratch.path())?;
-        let header = Header {
-            page_size,
-            commit: plan.commit,
-            min_txid: TxId(1),
-            max_txid: plan.txid,
-            timestamp_ms: plan.timestamp_ms,
-            ..Header::default()
-        };
+        let header = snapshot_header(&plan, page_size);
         match self.ingest_image(to_cluster, to_db, &image, scratch.path(), &header, Some(plan.checksum)) {
             // A snapshot fails to continue only a database that has data: one appeared.
             Err(Error::PositionMismatch { .. }) => Err(exists()),
@@ -320,5 +317,17 @@ impl Vault {
         let state = self.catalog.get(&DbKey { cluster: cluster.into(), db: db.into() })?;
         let state = lock(&state);
         (!state.deleted && state.page_size != 0).then_some(state.page_size)
+    }
+}
+
+/// The header of a snapshot of a planned point: TXIDs 1 to the point, its size and time.
+fn snapshot_header(plan: &crate::restore::Plan, page_size: u32) -> Header {
+    Header {
+        page_size,
+        commit: plan.commit,
+        min_txid: TxId(1),
+        max_txid: plan.txid,
+        timestamp_ms: plan.timestamp_ms,
+        ..Header::default()
     }
 }
