@@ -13,13 +13,14 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::catalog::Run;
 use crate::error::{Error, Result};
-use crate::io::MappedFile;
+use crate::io::{Fs, MappedFile};
 use crate::ltx::{Checksum, Decoder, PageMerge, PageNo, TxId};
 
 /// Most runs merged at once.
@@ -208,13 +209,15 @@ pub struct Base<'a> {
 /// written so far, now and then. Bytes the decoders have gone past are released from this
 /// process's mappings as the merge goes, so memory stays flat whatever the database size.
 pub fn execute(
+    fs: &Fs,
     out: &File,
+    out_path: &Path,
     base: Option<Base<'_>>,
     inputs: &[Input],
     page_size: u32,
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    let mut writer = PageWriter::new(out);
+    let mut writer = PageWriter::new(fs, out, out_path);
     let mut fill = base.map(|base| BaseFill { pages: (base.bytes / u64::from(page_size)) as u32, base, next: 1 });
     if inputs.is_empty() {
         if let Some(fill) = &mut fill {
@@ -248,8 +251,7 @@ pub fn execute(
             fill.fill_to(fill.pages.min(merge.commit()) + 1, &mut writer, page_size)?;
         }
         writer.flush()?;
-        out.set_len(u64::from(merge.commit()) * u64::from(page_size))
-            .map_err(|e| Error::io("set the restored database's length", e))?;
+        fs.set_len(out, u64::from(merge.commit()) * u64::from(page_size), out_path)?;
     }
     Ok(())
 }
@@ -279,7 +281,7 @@ impl BaseFill<'_> {
             (PageNo(self.next).file_offset(page_size), u64::from(end - self.next) * u64::from(page_size));
         if end - self.next >= KERNEL_COPY_MIN_PAGES {
             writer.flush()?;
-            let copied = crate::io::copy_range_at(self.base.file, offset, writer.file, offset, len)?;
+            let copied = writer.fs.copy_range_at(self.base.file, offset, writer.file, offset, len, writer.path)?;
             if copied != len {
                 return Err(Error::Invalid(format!("base image ended within pages {}..{end}", self.next)));
             }
@@ -296,7 +298,9 @@ impl BaseFill<'_> {
 /// [`WRITEBACK_EVERY`] bytes it asks the kernel to start writing the file back, so the disk
 /// works while the merge goes on and the final sync has little left.
 struct PageWriter<'a> {
+    fs: &'a Fs,
     file: &'a File,
+    path: &'a Path,
     buf: Vec<u8>,
     at: u64,
     unsynced: u64,
@@ -308,8 +312,8 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 impl<'a> PageWriter<'a> {
     const CAPACITY: usize = 1 << 20;
 
-    fn new(file: &'a File) -> Self {
-        PageWriter { file, buf: Vec::with_capacity(Self::CAPACITY), at: 0, unsynced: 0 }
+    fn new(fs: &'a Fs, file: &'a File, path: &'a Path) -> Self {
+        PageWriter { fs, file, path, buf: Vec::with_capacity(Self::CAPACITY), at: 0, unsynced: 0 }
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
@@ -342,9 +346,7 @@ impl<'a> PageWriter<'a> {
 
     fn flush(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
-            self.file
-                .write_all_at(&self.buf, self.at)
-                .map_err(|e| Error::io(format!("write the restored database at byte {}", self.at), e))?;
+            self.fs.write_all_at(self.file, &self.buf, self.at, self.path)?;
             self.unsynced += self.buf.len() as u64;
             if self.unsynced >= WRITEBACK_EVERY {
                 // The whole file: writes land anywhere, and ranges already clean cost nothing.
