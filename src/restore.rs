@@ -75,10 +75,11 @@ pub struct Plan {
 /// the cheapest chain of inputs that rebuilds it (see [`cheapest_path`]): typically the
 /// newest image at or before the point, then L2, L1 and L0 pieces up to it.
 pub fn plan(pieces: &[Run], target: Target) -> Result<Plan> {
-    // Restorable points: the end of every piece; the finest level that has one says the
-    // granularity there.
+    // Restorable points: the end of every piece but the stranded ones; the finest level
+    // that has one says the granularity there.
+    let stranded = stranded_pieces(pieces);
     let mut points: BTreeMap<TxId, &Run> = BTreeMap::new();
-    for piece in pieces {
+    for piece in pieces.iter().filter(|p| !stranded.contains(p)) {
         let entry = points.entry(piece.max_txid).or_insert(piece);
         if piece.level < entry.level {
             *entry = piece;
@@ -143,6 +144,37 @@ pub fn plan(pieces: &[Run], target: Target) -> Result<Plan> {
         bytes: inputs.iter().map(|r| r.bytes).sum(),
         inputs,
     })
+}
+
+/// The pieces no chain from TXID 1 reaches whose TXIDs a reachable piece of a coarser
+/// level covers: what a retention pass that stopped part way leaves (a failed delete, or a
+/// crash, after the pieces before it went; the next pass deletes them). Their ends are not
+/// restore points. An unreachable piece that nothing covers is not stranded but a hole in
+/// the history: targeting it fails loudly ([`Error::Corrupt`]).
+fn stranded_pieces(pieces: &[Run]) -> Vec<&Run> {
+    let mut order: Vec<&Run> = pieces.iter().collect();
+    order.sort_by_key(|p| (p.min_txid, p.max_txid));
+    // Chain ends reachable from TXID 1 (TXID 0 stands for the empty database); a chain
+    // end is always found before a piece that continues it, which starts later.
+    let mut ends = std::collections::BTreeSet::from([TxId::ZERO]);
+    let reached = |ends: &std::collections::BTreeSet<TxId>, p: &Run| {
+        p.min_txid.0.checked_sub(1).is_some_and(|before| ends.contains(&TxId(before)))
+    };
+    for piece in &order {
+        if reached(&ends, piece) {
+            ends.insert(piece.max_txid);
+        }
+    }
+    order
+        .iter()
+        .filter(|p| !reached(&ends, p))
+        .filter(|p| {
+            order
+                .iter()
+                .any(|q| q.level > p.level && reached(&ends, q) && q.min_txid <= p.min_txid && q.max_txid >= p.max_txid)
+        })
+        .copied()
+        .collect()
 }
 
 /// What reading one input costs a restore beyond its bytes (opening, mapping, checking),
@@ -417,6 +449,20 @@ mod tests {
         assert_eq!(plan(&levels, Target::Timestamp(75)).unwrap().txid, TxId(4));
         assert_eq!(plan(&levels, Target::TxId(TxId(8))).unwrap().granularity_level, 1);
         assert!(plan(&levels, Target::TxId(TxId(6))).is_err());
+    }
+
+    #[test]
+    fn pieces_stranded_by_an_interrupted_retention_pass_are_no_points() {
+        // Retention deleted the L1 pieces 1..=2 and stopped before 3 (a failed delete):
+        // the L2 piece still covers 1..=4, so 3 is no restore point, while 4 and 5 are.
+        let pieces = [piece(2, 1, 4, 40), piece(1, 3, 3, 30), piece(1, 4, 4, 40), piece(0, 5, 5, 50)];
+        let err = plan(&pieces, Target::TxId(TxId(3))).unwrap_err();
+        assert!(matches!(&err, Error::NoSuchPoint(m) if m.contains("outside the retained history")), "{err}");
+        assert_eq!(plan(&pieces, Target::TxId(TxId(5))).unwrap().inputs.len(), 2);
+        assert!(plan(&pieces, Target::Timestamp(35)).unwrap_err().to_string().contains("before the oldest"));
+        // A hole nothing covers is damage, not a leftover: refused loudly.
+        let holed = [piece(0, 1, 1, 10), piece(0, 3, 3, 30)];
+        assert!(matches!(plan(&holed, Target::Latest), Err(Error::Corrupt { .. })));
     }
 
     #[test]

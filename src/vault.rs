@@ -587,9 +587,13 @@ impl Vault {
             payload_len: bytes.len() as u64,
             payload_xxh3: payload_checksum(bytes),
         };
+        // The map's I/O (its clean flag, its growth) before the upload is queued: a
+        // failure there refuses the upload and changes nothing.
+        state.sums.reserve(header.commit)?;
         let done = self.send_to_writer(record, payload.clone())?;
         // From here on the record will be written or the vault poisoned: commit the
-        // pending state. A failure to update the map poisons too (it would be wrong).
+        // pending state. A failure to update the map poisons too (it would be wrong; after
+        // `reserve` it does no I/O).
         if header.is_snapshot() {
             state.page_size = header.page_size;
         }

@@ -170,8 +170,10 @@ impl PageSums {
         })
     }
 
-    /// Makes the map hold `commit` pages: new entries are zero until set, dropped ones go.
-    pub fn resize(&mut self, commit: u32) -> Result<()> {
+    /// Does the I/O a change to `commit` pages needs (clearing the clean flag, growing the
+    /// file), so that the change itself ([`resize`](Self::resize), [`set`](Self::set))
+    /// then cannot fail: ingest calls it before it commits to an upload.
+    pub fn reserve(&mut self, commit: u32) -> Result<()> {
         self.ensure_dirty()?;
         let needed = HEADER_SIZE + commit as usize * ENTRY_SIZE;
         if needed > self.map.len() {
@@ -180,6 +182,13 @@ impl PageSums {
             self.fs.set_len(&self.file, len as u64, &self.path)?;
             self.map = map_file(&self.fs, &self.file, &self.path, len)?;
         }
+        Ok(())
+    }
+
+    /// Makes the map hold `commit` pages: new entries are zero until set, dropped ones go.
+    pub fn resize(&mut self, commit: u32) -> Result<()> {
+        self.reserve(commit)?;
+        let needed = HEADER_SIZE + commit as usize * ENTRY_SIZE;
         if commit < self.entries {
             self.map[needed..HEADER_SIZE + self.entries as usize * ENTRY_SIZE].fill(0);
         }
