@@ -74,7 +74,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, Metadata, OpenOptions, Permissions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -804,7 +804,7 @@ impl<T: FileData> SharedFile<T> {
         let temp = TempFile::create(&self.path)?;
         let io_error = |what: &str, e| Error::io(format!("{what} {}", temp.path().display()), e);
         temp.file().set_permissions(Permissions::from_mode(0o600)).map_err(|e| io_error("chmod 600", e))?;
-        temp.file().write_all(&bytes).map_err(|e| io_error("write", e))?;
+        temp.write_all_at(&bytes, 0)?;
         let after_old =
             old.map_or(UNIX_EPOCH, |s| UNIX_EPOCH + Duration::from_nanos(u64::try_from(s.mtime_ns + 1).unwrap_or(0)));
         temp.file().set_modified(SystemTime::now().max(after_old)).map_err(|e| io_error("set mtime of", e))?;

@@ -26,7 +26,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::catalog::{Run, Source};
 use crate::error::{Error, Result};
-use crate::io::{MappedFile, TempFile, sync_dir};
+use crate::io::{Fs, MappedFile};
 use crate::ltx::format::{HEADER_SIZE, TRAILER_SIZE};
 use crate::ltx::{Checksum, Decoder, Encoder, Format, Header, PageMerge, Trailer, TxId};
 
@@ -82,19 +82,21 @@ pub fn name_hash(cluster: &str, db: &str) -> u64 {
     xxh3_64(&bytes)
 }
 
-/// Creates a database's level directory with its NAME file (durably) if missing.
-pub fn ensure_db_dir(levels_dir: &Path, cluster: &str, db: &str) -> Result<PathBuf> {
+/// Creates a database's level directory with its NAME file (durably) if missing. A
+/// failure can leave the directory without its NAME (or with only temporary files): the
+/// next call finishes it, and opening the vault removes it if it holds nothing else.
+pub fn ensure_db_dir(fs: &Fs, levels_dir: &Path, cluster: &str, db: &str) -> Result<PathBuf> {
     let dir = db_dir(levels_dir, cluster, db);
     if dir.join("NAME").exists() {
         return Ok(dir);
     }
-    crate::io::make_private_dir(&dir)?;
+    fs.make_dir(&dir)?;
     let body = format!("{cluster}\n{db}\n");
     let text = format!("{body}{:016x}\n", xxh3_64(body.as_bytes()));
-    let temp = TempFile::create(&dir.join("NAME"))?;
-    temp.file().write_all(text.as_bytes()).map_err(|e| Error::io(format!("write {}", dir.display()), e))?;
+    let temp = fs.temp_file(&dir.join("NAME"))?;
+    temp.write_all_at(text.as_bytes(), 0)?;
     temp.commit()?;
-    sync_dir(levels_dir)?;
+    fs.sync_dir(levels_dir)?;
     Ok(dir)
 }
 
@@ -213,9 +215,9 @@ pub struct Output<'a> {
 
 /// Merges `inputs` (LTX files, oldest first, contiguous) into one level file and returns
 /// it. Nothing is left behind on error.
-pub fn write_level_file(out: &Output<'_>, inputs: &[&[u8]]) -> Result<Run> {
+pub fn write_level_file(fs: &Fs, out: &Output<'_>, inputs: &[&[u8]]) -> Result<Run> {
     let provisional = out.dir.join(format!("L{}-{}-{}.ltx", out.level, out.min_txid, out.max_txid));
-    let temp = TempFile::create(&provisional)?;
+    let temp = fs.temp_file(&provisional)?;
     let header = Header {
         page_size: out.page_size,
         commit: out.commit,
@@ -225,7 +227,7 @@ pub fn write_level_file(out: &Output<'_>, inputs: &[&[u8]]) -> Result<Run> {
         pre_apply_checksum: if out.min_txid == TxId(1) { Checksum::NONE } else { out.pre_apply },
         ..Header::default()
     };
-    let mut writer = BufWriter::with_capacity(1 << 20, temp.file());
+    let mut writer = BufWriter::with_capacity(1 << 20, temp.writer());
     let mut encoder = Encoder::new(&mut writer, &header, Format::V1 { compress: false })?;
     let decoders = inputs.iter().map(|p| Decoder::new(p)).collect::<Result<Vec<_>, _>>()?;
     let mut merge = PageMerge::new(decoders, out.page_size)?;
@@ -255,6 +257,8 @@ pub fn write_level_file(out: &Output<'_>, inputs: &[&[u8]]) -> Result<Run> {
 
 /// Runs compaction passes over every database of a catalog.
 pub struct Compactor {
+    /// The file-system seam level files are written through.
+    pub fs: Fs,
     /// The vault's catalog.
     pub catalog: std::sync::Arc<crate::catalog::Catalog>,
     /// The L0 log.
@@ -342,7 +346,7 @@ impl Compactor {
             } else if let Some(path) = run.path() {
                 // Cannot happen while passes of a level are serialized; a file that
                 // does not extend the level must not stay where the next open finds it.
-                let _ = std::fs::remove_file(path);
+                let _ = self.fs.remove_file(path);
             }
         }
         Ok(written)
@@ -371,9 +375,9 @@ impl Compactor {
             });
         }
         let (first, last) = (&group[0], &group[group.len() - 1]);
-        let dir = ensure_db_dir(&self.levels_dir, &key.cluster, &key.db)?;
+        let dir = ensure_db_dir(&self.fs, &self.levels_dir, &key.cluster, &key.db)?;
         if level == 3 {
-            return crate::image::write_image(&dir, page_size, previous, &maps, last);
+            return crate::image::write_image(&self.fs, &dir, page_size, previous, &maps, last);
         }
         let payloads: Vec<&[u8]> = maps.iter().map(|(map, range)| &map[range.clone()]).collect();
         let out = Output {
@@ -387,7 +391,7 @@ impl Compactor {
             pre_apply: first.pre_apply,
             post_apply: last.post_apply,
         };
-        write_level_file(&out, &payloads)
+        write_level_file(&self.fs, &out, &payloads)
     }
 }
 

@@ -658,6 +658,7 @@ mod tests {
             retention_every: Duration::from_millis(3),
             compaction_grace_ms: 3,
             background_compaction: false,
+            faults: None,
         }
     }
 
@@ -680,6 +681,7 @@ mod tests {
             retention_every,
             compaction_grace_ms,
             background_compaction: _, // Not a file setting: each command decides it.
+            faults: _,                // Not a file setting: tests inject faults.
         } = parsed;
         assert_eq!(io, defaults.io);
         assert_eq!(segment_bytes, defaults.segment_bytes);

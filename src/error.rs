@@ -84,6 +84,13 @@ pub enum Error {
     #[error("vault busy: the ingest queue stayed full for {0} ms; retry later")]
     Busy(u64),
 
+    /// The file system is full (`ENOSPC`) or the quota is used up (`EDQUOT`): what was
+    /// being done, with the path, and what the caller should do. [`Error::io`] makes this
+    /// of every such I/O error, so a full disk is told apart from other I/O failures
+    /// wherever it strikes.
+    #[error("disk full: {0} (free space on the vault's file system)")]
+    NoSpace(String),
+
     /// A write failed earlier; the vault refuses writes until it is reopened.
     #[error("vault is poisoned after a failed write ({0}); reopen it to recover")]
     Poisoned(String),
@@ -141,8 +148,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps an I/O error with a description of the operation.
+    /// Wraps an I/O error with a description of the operation; `ENOSPC` and `EDQUOT`
+    /// become [`Error::NoSpace`].
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
+        if is_no_space(&source) {
+            return Error::NoSpace(format!("{}: {source}", context.into()));
+        }
         Error::Io { context: context.into(), source }
     }
 
@@ -150,6 +161,11 @@ impl Error {
     pub fn in_file(self, path: impl Into<PathBuf>) -> Error {
         Error::InFile { path: path.into(), source: Box::new(self) }
     }
+}
+
+/// Whether an I/O error says the file system is full or the quota used up.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 /// Result of library operations.

@@ -40,14 +40,15 @@
 //! mtime set, fsynced (data and mtime), and renamed; every directory is fsynced before the
 //! export returns. An export that fails leaves a partial replica behind: remove it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::catalog::Run;
 use crate::error::{Error, Result};
-use crate::io::{make_private_dir, sync_dir};
+use crate::io::fs::FileWriter;
+use crate::io::{Fs, Sync};
 use crate::ltx::format::HEADER_FLAG_NO_CHECKSUM;
 use crate::ltx::{Checksum, Decoder, Encoder, Format, Header, PageNo, TxId, file_name};
 use crate::restore::Target;
@@ -80,11 +81,12 @@ pub struct ExportReport {
 pub fn export_litestream(vault: &Vault, cluster: &str, db: &str, out_dir: &Path) -> Result<ExportReport> {
     let runs = vault.runs(cluster, db);
     let first = runs.first().ok_or_else(|| Error::NotFound { cluster: cluster.into(), db: db.into() })?;
-    prepare_out_dir(out_dir)?;
+    let fs = vault.fs();
+    prepare_out_dir(fs, out_dir)?;
     let ltx_dir = out_dir.join("ltx");
     let level_dirs = [ltx_dir.join("0"), ltx_dir.join(SNAPSHOT_LEVEL.to_string())];
     for dir in &level_dirs {
-        make_private_dir(dir)?;
+        fs.make_dir(dir)?;
     }
 
     // The snapshot: the database at the point just before the L0 files that follow it.
@@ -101,8 +103,8 @@ pub fn export_litestream(vault: &Vault, cluster: &str, db: &str, out_dir: &Path)
         timestamp_ms: plan.timestamp_ms,
         ..Header::default()
     };
-    let written = write_file(&level_dirs[1], &header, |encoder| encode_image(&image, encoder));
-    let removed = std::fs::remove_file(&image).map_err(|e| Error::io(format!("remove {}", image.display()), e));
+    let written = write_file(fs, &level_dirs[1], &header, |encoder| encode_image(&image, encoder));
+    let removed = fs.remove_file(&image);
     let mut bytes = written?;
     removed?;
 
@@ -122,7 +124,7 @@ pub fn export_litestream(vault: &Vault, cluster: &str, db: &str, out_dir: &Path)
             ..Header::default()
         };
         bytes += vault.read_run(run, |payload| {
-            write_file(&level_dirs[0], &header, |encoder| {
+            write_file(fs, &level_dirs[0], &header, |encoder| {
                 growth_pages += encode_run(payload, run, prev_commit, encoder)?;
                 Ok(())
             })
@@ -133,10 +135,10 @@ pub fn export_litestream(vault: &Vault, cluster: &str, db: &str, out_dir: &Path)
     }
 
     for dir in level_dirs.iter().map(PathBuf::as_path).chain([ltx_dir.as_path(), out_dir]) {
-        sync_dir(dir)?;
+        fs.sync_dir(dir)?;
     }
     if let Some(parent) = out_dir.parent() {
-        sync_dir(parent)?;
+        fs.sync_dir(parent)?;
     }
     Ok(ExportReport { snapshot, l0_files, l0_range: (first.min_txid, last), growth_pages, bytes })
 }
@@ -161,7 +163,7 @@ pub fn litestream_on_path() -> Option<PathBuf> {
 }
 
 /// Creates `out_dir` if needed and refuses one that holds anything.
-fn prepare_out_dir(out_dir: &Path) -> Result<()> {
+fn prepare_out_dir(fs: &Fs, out_dir: &Path) -> Result<()> {
     match std::fs::read_dir(out_dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -172,16 +174,21 @@ fn prepare_out_dir(out_dir: &Path) -> Result<()> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => make_private_dir(out_dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs.make_dir(out_dir),
         Err(e) => Err(Error::io(format!("read {}", out_dir.display()), e)),
     }
 }
 
-type FileEncoder<'a> = Encoder<BufWriter<&'a File>>;
+type FileEncoder<'a> = Encoder<BufWriter<FileWriter<'a>>>;
 
 /// Writes one LTX file `<dir>/<min>-<max>.ltx` durably (see the module docs), with the
 /// pages `pages` gives the encoder; returns its size.
-fn write_file(dir: &Path, header: &Header, pages: impl FnOnce(&mut FileEncoder<'_>) -> Result<()>) -> Result<u64> {
+fn write_file(
+    fs: &Fs,
+    dir: &Path,
+    header: &Header,
+    pages: impl FnOnce(&mut FileEncoder<'_>) -> Result<()>,
+) -> Result<u64> {
     let name = file_name(header.min_txid, header.max_txid);
     let path = dir.join(&name);
     let temp = dir.join(format!("{name}.tmp"));
@@ -190,19 +197,23 @@ fn write_file(dir: &Path, header: &Header, pages: impl FnOnce(&mut FileEncoder<'
         move |e: std::io::Error| Error::io(format!("{what} {temp}"), e)
     };
     let result = (|| {
-        let file = OpenOptions::new().write(true).create_new(true).open(&temp).map_err(io("create"))?;
-        let mut encoder = Encoder::new(BufWriter::with_capacity(WRITE_BUFFER_BYTES, &file), header, Format::V3Block)?;
+        let file = fs.create_new(&temp)?;
+        let mut encoder = Encoder::new(
+            BufWriter::with_capacity(WRITE_BUFFER_BYTES, fs.writer(&file, &temp)),
+            header,
+            Format::V3Block,
+        )?;
         pages(&mut encoder)?;
         let (writer, _) = encoder.finish(Checksum::NONE)?;
         writer.into_inner().map_err(|e| e.into_error()).map_err(io("write"))?;
         file.set_modified(system_time(header.timestamp_ms)).map_err(io("set the mtime of"))?;
-        file.sync_all().map_err(io("sync"))?;
+        fs.sync(&file, Sync::All, &temp)?;
         let len = file.metadata().map_err(io("stat"))?.len();
-        std::fs::rename(&temp, &path).map_err(io("rename"))?;
+        fs.rename(&temp, &path)?;
         Ok(len)
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
+        let _ = fs.remove_file(&temp);
     }
     result.map_err(|e: Error| e.in_file(&path))
 }

@@ -24,7 +24,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::catalog::{Run, Source};
 use crate::error::{Error, Result};
-use crate::io::TempFile;
+use crate::io::Fs;
 use crate::ltx::{Checksum, TxId, database_file_checksum};
 use crate::restore::{self, Base, Input};
 
@@ -145,8 +145,15 @@ fn run_of(path: &Path, footer: &Footer, len: u64) -> Run {
 /// `base` (the previous image, if any), writes the inputs' changed pages over it, checks the
 /// result's database checksum against the one recorded for `last`, and installs it
 /// durably in `dir`. A mismatch is [`Error::Corrupt`] and leaves nothing behind.
-pub fn write_image(dir: &Path, page_size: u32, base: Option<&Run>, inputs: &[Input], last: &Run) -> Result<Run> {
-    let temp = TempFile::create(&dir.join(format!("L3-{}-{}.db", TxId(1), last.max_txid)))?;
+pub fn write_image(
+    fs: &Fs,
+    dir: &Path,
+    page_size: u32,
+    base: Option<&Run>,
+    inputs: &[Input],
+    last: &Run,
+) -> Result<Run> {
+    let temp = fs.temp_file(&dir.join(format!("L3-{}-{}.db", TxId(1), last.max_txid)))?;
     let base_file = match base {
         Some(run) => {
             let path = run.path().ok_or_else(|| Error::Invalid("an image base must be a file".into()))?;
@@ -157,7 +164,7 @@ pub fn write_image(dir: &Path, page_size: u32, base: Option<&Run>, inputs: &[Inp
     let base = base
         .zip(base_file.as_ref())
         .map(|(run, file)| Base { file, bytes: u64::from(run.commit) * u64::from(page_size) });
-    restore::execute(temp.file(), base, inputs, page_size, &mut |_| {})?;
+    restore::execute(fs, temp.file(), temp.path(), base, inputs, page_size, &mut |_| {})?;
     let footer = Footer {
         page_size,
         commit: last.commit,
@@ -177,9 +184,7 @@ pub fn write_image(dir: &Path, page_size: u32, base: Option<&Run>, inputs: &[Inp
         });
     }
     let bytes = footer.encode();
-    temp.file()
-        .write_all_at(&bytes, footer.database_bytes())
-        .map_err(|e| Error::io(format!("write {}", temp.path().display()), e))?;
+    temp.write_all_at(&bytes, footer.database_bytes())?;
     let sum = u64::from_le_bytes(bytes[56..64].try_into().expect("8 bytes"));
     let path = dir.join(image_file_name(last.max_txid, sum));
     temp.commit_to(&path)?;

@@ -29,6 +29,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::catalog::pagesums::PageSums;
 use crate::clock::Clock;
+use crate::error::Error;
+use crate::io::Fs;
 use crate::io::engine::IoEngine;
 use crate::ltx::{Checksum, PageNo, page_checksum};
 use crate::segment::format::{RecordHeader, SEGMENT_HEADER_SIZE, align_up};
@@ -93,8 +95,9 @@ pub(crate) struct WriteRequest {
 }
 
 /// The writer's answer to one request: where the record is and its sequence number, or
-/// why it was not written.
-pub(crate) type Written = Result<(Location, u64), String>;
+/// why it was not written ([`Error::Poisoned`], or [`Error::NoSpace`] when the disk was
+/// full; the vault is poisoned either way).
+pub(crate) type Written = Result<(Location, u64), Error>;
 
 /// Limits of the writer.
 #[derive(Clone, Copy, Debug)]
@@ -108,6 +111,7 @@ pub(crate) struct WriterLimits {
 pub(crate) struct LogWriter {
     pub dir: PathBuf,
     pub engine: Box<dyn IoEngine>,
+    pub fs: Fs,
     pub limits: WriterLimits,
     pub poison: Arc<Poison>,
     pub clock: Arc<dyn Clock>,
@@ -140,7 +144,7 @@ impl LogWriter {
         // Nothing may write into the log directory after the writer stops: a detached
         // zero-fill would keep writing to a path a later open of the vault reuses.
         if let Some(Ok(Ok(spare))) = self.spare.take().map(|h| h.join()) {
-            spare.discard();
+            spare.discard(&self.fs);
         }
     }
 
@@ -148,7 +152,7 @@ impl LogWriter {
         while !batch.is_empty() {
             if let Some(reason) = self.poison.reason() {
                 for request in batch {
-                    let _ = request.done.send(Err(format!("vault is poisoned: {reason}")));
+                    let _ = request.done.send(Err(Error::Poisoned(reason.clone())));
                 }
                 return;
             }
@@ -156,8 +160,14 @@ impl LogWriter {
             let first_len = batch[0].header.record_len();
             let fits = matches!(&self.active, Some((_, _, size, tail)) if tail + first_len <= *size);
             if !fits && let Err(e) = self.roll(first_len) {
-                self.poison.poison(format!("could not start a new log segment: {e}"));
-                continue;
+                let no_space = matches!(e, Error::NoSpace(_));
+                let cause = if let Error::NoSpace(what) = &e { what.clone() } else { e.to_string() };
+                let reason = format!("could not start a new log segment: {cause}");
+                self.poison.poison(reason.clone());
+                for request in batch {
+                    let _ = request.done.send(Err(failure(reason.clone(), no_space)));
+                }
+                return;
             }
             let Some((id, file, size, tail)) = &mut self.active else { continue };
             let start = *tail;
@@ -187,7 +197,8 @@ impl LogWriter {
                     bufs.push(&PADDING[..pad]);
                 }
             }
-            let result = self.engine.write_and_sync(file, start, &bufs);
+            let dir = &self.dir;
+            let result = self.fs.log_write_and_sync(&mut *self.engine, file, start, &bufs, || segment_path(dir, *id));
             drop(bufs);
             match result {
                 Ok(()) => {
@@ -207,7 +218,7 @@ impl LogWriter {
                     );
                     self.poison.poison(reason.clone());
                     for request in group {
-                        let _ = request.done.send(Err(reason.clone()));
+                        let _ = request.done.send(Err(failure(reason.clone(), crate::error::is_no_space(&e))));
                     }
                 }
             }
@@ -222,20 +233,49 @@ impl LogWriter {
         let needed = align_up(SEGMENT_HEADER_SIZE as u64 + record_len);
         let spare = match self.spare.take().map(|h| h.join()) {
             Some(Ok(Ok(spare))) if spare.id == id && spare.size >= needed => Some(spare),
-            _ => None,
+            Some(Ok(Ok(spare))) => {
+                spare.discard(&self.fs);
+                None
+            }
+            Some(Ok(Err(e))) => {
+                // Not fatal: the segment is prepared here instead, and that one's failure is.
+                tracing::warn!(error = %e, "preparing the next log segment in the background failed");
+                None
+            }
+            Some(Err(_)) => {
+                tracing::warn!("the thread preparing the next log segment panicked");
+                None
+            }
+            None => None,
         };
         let prepared = match spare {
             Some(spare) => spare,
-            None => prepare_segment(&self.dir, id, self.limits.segment_bytes.max(needed), self.clock.now_ms())?,
+            None => {
+                prepare_segment(&self.fs, &self.dir, id, self.limits.segment_bytes.max(needed), self.clock.now_ms())?
+            }
         };
-        let (file, id, size) = prepared.install(&self.dir)?;
+        let (file, id, size) = prepared.install(&self.fs, &self.dir)?;
         self.active = Some((id, file, size, SEGMENT_HEADER_SIZE as u64));
-        let (dir, size, now) = (self.dir.clone(), self.limits.segment_bytes, self.clock.now_ms());
+        let (fs, dir, size, now) = (self.fs.clone(), self.dir.clone(), self.limits.segment_bytes, self.clock.now_ms());
         self.spare = std::thread::Builder::new()
-            .name("ltxvault-segment-prep".into())
-            .spawn(move || prepare_segment(&dir, id + 1, size, now))
+            .name(SEGMENT_PREP_THREAD.into())
+            .spawn(move || prepare_segment(&fs, &dir, id + 1, size, now))
             .ok();
         Ok(())
+    }
+}
+
+/// The name of the thread that prepares the next log segment ahead of use (its failures
+/// are not the log's: the writer prepares the segment itself when the spare is missing).
+pub const SEGMENT_PREP_THREAD: &str = "ltxvault-segment-prep";
+
+/// A failed write's answer to a request: [`Error::NoSpace`] when the disk was full,
+/// otherwise [`Error::Poisoned`].
+fn failure(reason: String, no_space: bool) -> Error {
+    if no_space {
+        Error::NoSpace(format!("{reason}; the vault is poisoned until it is reopened"))
+    } else {
+        Error::Poisoned(reason)
     }
 }
 

@@ -13,13 +13,14 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::catalog::Run;
 use crate::error::{Error, Result};
-use crate::io::MappedFile;
+use crate::io::{Fs, MappedFile};
 use crate::ltx::{Checksum, Decoder, PageMerge, PageNo, TxId};
 
 /// Most runs merged at once.
@@ -74,10 +75,11 @@ pub struct Plan {
 /// the cheapest chain of inputs that rebuilds it (see [`cheapest_path`]): typically the
 /// newest image at or before the point, then L2, L1 and L0 pieces up to it.
 pub fn plan(pieces: &[Run], target: Target) -> Result<Plan> {
-    // Restorable points: the end of every piece; the finest level that has one says the
-    // granularity there.
+    // Restorable points: the end of every piece but the stranded ones; the finest level
+    // that has one says the granularity there.
+    let stranded = stranded_pieces(pieces);
     let mut points: BTreeMap<TxId, &Run> = BTreeMap::new();
-    for piece in pieces {
+    for piece in pieces.iter().filter(|p| !stranded.contains(p)) {
         let entry = points.entry(piece.max_txid).or_insert(piece);
         if piece.level < entry.level {
             *entry = piece;
@@ -144,6 +146,37 @@ pub fn plan(pieces: &[Run], target: Target) -> Result<Plan> {
     })
 }
 
+/// The pieces no chain from TXID 1 reaches whose TXIDs a reachable piece of a coarser
+/// level covers: what a retention pass that stopped part way leaves (a failed delete, or a
+/// crash, after the pieces before it went; the next pass deletes them). Their ends are not
+/// restore points. An unreachable piece that nothing covers is not stranded but a hole in
+/// the history: targeting it fails loudly ([`Error::Corrupt`]).
+fn stranded_pieces(pieces: &[Run]) -> Vec<&Run> {
+    let mut order: Vec<&Run> = pieces.iter().collect();
+    order.sort_by_key(|p| (p.min_txid, p.max_txid));
+    // Chain ends reachable from TXID 1 (TXID 0 stands for the empty database); a chain
+    // end is always found before a piece that continues it, which starts later.
+    let mut ends = std::collections::BTreeSet::from([TxId::ZERO]);
+    let reached = |ends: &std::collections::BTreeSet<TxId>, p: &Run| {
+        p.min_txid.0.checked_sub(1).is_some_and(|before| ends.contains(&TxId(before)))
+    };
+    for piece in &order {
+        if reached(&ends, piece) {
+            ends.insert(piece.max_txid);
+        }
+    }
+    order
+        .iter()
+        .filter(|p| !reached(&ends, p))
+        .filter(|p| {
+            order
+                .iter()
+                .any(|q| q.level > p.level && reached(&ends, q) && q.min_txid <= p.min_txid && q.max_txid >= p.max_txid)
+        })
+        .copied()
+        .collect()
+}
+
 /// What reading one input costs a restore beyond its bytes (opening, mapping, checking),
 /// in bytes: it makes the planner prefer one large piece over many small ones that add up
 /// to the same size.
@@ -208,13 +241,15 @@ pub struct Base<'a> {
 /// written so far, now and then. Bytes the decoders have gone past are released from this
 /// process's mappings as the merge goes, so memory stays flat whatever the database size.
 pub fn execute(
+    fs: &Fs,
     out: &File,
+    out_path: &Path,
     base: Option<Base<'_>>,
     inputs: &[Input],
     page_size: u32,
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    let mut writer = PageWriter::new(out);
+    let mut writer = PageWriter::new(fs, out, out_path);
     let mut fill = base.map(|base| BaseFill { pages: (base.bytes / u64::from(page_size)) as u32, base, next: 1 });
     if inputs.is_empty() {
         if let Some(fill) = &mut fill {
@@ -248,8 +283,7 @@ pub fn execute(
             fill.fill_to(fill.pages.min(merge.commit()) + 1, &mut writer, page_size)?;
         }
         writer.flush()?;
-        out.set_len(u64::from(merge.commit()) * u64::from(page_size))
-            .map_err(|e| Error::io("set the restored database's length", e))?;
+        fs.set_len(out, u64::from(merge.commit()) * u64::from(page_size), out_path)?;
     }
     Ok(())
 }
@@ -279,7 +313,7 @@ impl BaseFill<'_> {
             (PageNo(self.next).file_offset(page_size), u64::from(end - self.next) * u64::from(page_size));
         if end - self.next >= KERNEL_COPY_MIN_PAGES {
             writer.flush()?;
-            let copied = crate::io::copy_range_at(self.base.file, offset, writer.file, offset, len)?;
+            let copied = writer.fs.copy_range_at(self.base.file, offset, writer.file, offset, len, writer.path)?;
             if copied != len {
                 return Err(Error::Invalid(format!("base image ended within pages {}..{end}", self.next)));
             }
@@ -296,7 +330,9 @@ impl BaseFill<'_> {
 /// [`WRITEBACK_EVERY`] bytes it asks the kernel to start writing the file back, so the disk
 /// works while the merge goes on and the final sync has little left.
 struct PageWriter<'a> {
+    fs: &'a Fs,
     file: &'a File,
+    path: &'a Path,
     buf: Vec<u8>,
     at: u64,
     unsynced: u64,
@@ -308,8 +344,8 @@ const WRITEBACK_EVERY: u64 = 8 << 20;
 impl<'a> PageWriter<'a> {
     const CAPACITY: usize = 1 << 20;
 
-    fn new(file: &'a File) -> Self {
-        PageWriter { file, buf: Vec::with_capacity(Self::CAPACITY), at: 0, unsynced: 0 }
+    fn new(fs: &'a Fs, file: &'a File, path: &'a Path) -> Self {
+        PageWriter { fs, file, path, buf: Vec::with_capacity(Self::CAPACITY), at: 0, unsynced: 0 }
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<()> {
@@ -342,9 +378,7 @@ impl<'a> PageWriter<'a> {
 
     fn flush(&mut self) -> Result<()> {
         if !self.buf.is_empty() {
-            self.file
-                .write_all_at(&self.buf, self.at)
-                .map_err(|e| Error::io(format!("write the restored database at byte {}", self.at), e))?;
+            self.fs.write_all_at(self.file, &self.buf, self.at, self.path)?;
             self.unsynced += self.buf.len() as u64;
             if self.unsynced >= WRITEBACK_EVERY {
                 // The whole file: writes land anywhere, and ranges already clean cost nothing.
@@ -415,6 +449,20 @@ mod tests {
         assert_eq!(plan(&levels, Target::Timestamp(75)).unwrap().txid, TxId(4));
         assert_eq!(plan(&levels, Target::TxId(TxId(8))).unwrap().granularity_level, 1);
         assert!(plan(&levels, Target::TxId(TxId(6))).is_err());
+    }
+
+    #[test]
+    fn pieces_stranded_by_an_interrupted_retention_pass_are_no_points() {
+        // Retention deleted the L1 pieces 1..=2 and stopped before 3 (a failed delete):
+        // the L2 piece still covers 1..=4, so 3 is no restore point, while 4 and 5 are.
+        let pieces = [piece(2, 1, 4, 40), piece(1, 3, 3, 30), piece(1, 4, 4, 40), piece(0, 5, 5, 50)];
+        let err = plan(&pieces, Target::TxId(TxId(3))).unwrap_err();
+        assert!(matches!(&err, Error::NoSuchPoint(m) if m.contains("outside the retained history")), "{err}");
+        assert_eq!(plan(&pieces, Target::TxId(TxId(5))).unwrap().inputs.len(), 2);
+        assert!(plan(&pieces, Target::Timestamp(35)).unwrap_err().to_string().contains("before the oldest"));
+        // A hole nothing covers is damage, not a leftover: refused loudly.
+        let holed = [piece(0, 1, 1, 10), piece(0, 3, 3, 30)];
+        assert!(matches!(plan(&holed, Target::Latest), Err(Error::Corrupt { .. })));
     }
 
     #[test]

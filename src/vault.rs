@@ -16,9 +16,8 @@ mod ops;
 
 pub use ops::{CloneReport, InPlace, Point, SnapshotFormat, SnapshotInfo};
 
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -39,9 +38,8 @@ use crate::error::{Error, Result};
 use crate::ingest::{
     LogWriter, Payload, Poison, WriteRequest, WriterLimits, Written, apply_to_sums, checksum_after, payload_checksum,
 };
-use crate::io::MappedFile;
-use crate::io::TempFile;
 use crate::io::engine::{IoChoice, IoEngine, open_engine};
+use crate::io::{FaultPlan, Fs, MappedFile, TempFile};
 use crate::ltx::{Checksum, Decoder, Header, PageNo, Trailer, TxId, database_file_checksum, page_checksum};
 use crate::names;
 use crate::restore::{self, Plan, Target};
@@ -76,6 +74,9 @@ pub struct VaultConfig {
     /// Run one compactor thread per level. Off, compaction runs only through
     /// [`Vault::compact_now`].
     pub background_compaction: bool,
+    /// Tests only: asked before every durable file-system operation of this vault whether
+    /// it fails (see `io::fs`). `None` in production.
+    pub faults: Option<Arc<dyn FaultPlan>>,
 }
 
 impl VaultConfig {
@@ -100,6 +101,7 @@ impl Default for VaultConfig {
             retention_every: Duration::from_secs(60),
             compaction_grace_ms: DEFAULT_GRACE_MS,
             background_compaction: true,
+            faults: None,
         }
     }
 }
@@ -174,6 +176,7 @@ pub struct Vault {
     config: VaultConfig,
     catalog: Arc<Catalog>,
     segments: Arc<Segments>,
+    fs: Fs,
     compactor: Arc<Compactor>,
     compactor_threads: Vec<JoinHandle<()>>,
     /// Restores hold it shared while they read; retention holds it to delete.
@@ -208,28 +211,26 @@ impl Vault {
         clock: Arc<dyn Clock>,
         engine: Option<Box<dyn IoEngine>>,
     ) -> Result<Vault> {
-        make_dir(dir)?;
-        let lock_file = take_lock(dir)?;
+        let fs = Fs::new(config.faults.clone());
+        fs.make_dir(dir)?;
+        let lock_file = take_lock(&fs, dir)?;
         let log_dir = dir.join("l0");
         let sums_dir = dir.join("sums");
-        make_dir(&log_dir)?;
-        make_dir(&sums_dir)?;
+        fs.make_dir(&log_dir)?;
+        fs.make_dir(&sums_dir)?;
 
         // Scratch files of operations a crash or a close interrupted.
         let scratch_dir = dir.join("tmp");
-        if scratch_dir.exists() {
-            std::fs::remove_dir_all(&scratch_dir)
-                .map_err(|e| Error::io(format!("empty {}", scratch_dir.display()), e))?;
-        }
-        make_dir(&scratch_dir)?;
+        fs.remove_dir_all(&scratch_dir)?;
+        fs.make_dir(&scratch_dir)?;
 
-        let recovered = recover(&log_dir)?;
-        let segments = Arc::new(Segments::new(&log_dir));
+        let recovered = recover(&fs, &log_dir)?;
+        let segments = Arc::new(Segments::new(&fs, &log_dir));
         let catalog = Arc::new(Catalog::default());
         let levels_dir = dir.join("levels");
-        make_dir(&levels_dir)?;
-        let tombstones = delete::recover_tombstones(dir, &recovered.records, &catalog)?;
-        load_levels(&levels_dir, &catalog, &sums_dir)?;
+        fs.make_dir(&levels_dir)?;
+        let tombstones = delete::recover_tombstones(&fs, dir, &recovered.records, &catalog)?;
+        load_levels(&fs, &levels_dir, &catalog, &sums_dir)?;
         for (i, found) in recovered.records.iter().enumerate() {
             let h = &found.header;
             let key = DbKey { cluster: h.cluster.clone(), db: h.db.clone() };
@@ -237,7 +238,7 @@ impl Vault {
             if h.kind == KIND_TOMBSTONE || tombstones.get(&key).is_some_and(|&at| i < at) {
                 continue;
             }
-            let state = catalog.get_or_create(&key, || new_state(&sums_dir, &key))?;
+            let state = catalog.get_or_create(&key, || new_state(&fs, &sums_dir, &key))?;
             let mut state = lock(&state);
             let continues = match state.runs.last() {
                 Some(last) => h.min_txid.follows(last.max_txid) && h.pre_apply == last.post_apply,
@@ -308,11 +309,7 @@ impl Vault {
         let active = match recovered.active {
             Some(id) => {
                 let path = crate::segment::segment_path(&log_dir, id);
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+                let file = fs.open_rw(&path, false)?;
                 let size = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?.len();
                 Some((id, file, size, recovered.tail))
             }
@@ -322,6 +319,7 @@ impl Vault {
         let writer = LogWriter {
             dir: log_dir,
             engine,
+            fs: fs.clone(),
             limits: WriterLimits {
                 segment_bytes: config.segment_bytes,
                 max_batch_bytes: config.max_batch_bytes,
@@ -334,6 +332,7 @@ impl Vault {
             spare: None,
         };
         let compactor = Arc::new(Compactor {
+            fs: fs.clone(),
             catalog: catalog.clone(),
             segments: segments.clone(),
             levels_dir,
@@ -381,6 +380,7 @@ impl Vault {
             config,
             catalog,
             segments,
+            fs,
             compactor,
             compactor_threads,
             gate,
@@ -399,12 +399,17 @@ impl Vault {
     /// should the process die first).
     fn scratch_file(&self, what: &str) -> Result<TempFile> {
         let n = self.scratch_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        TempFile::create(&self.dir.join("tmp").join(format!("{what}-{n}")))
+        self.fs.temp_file(&self.dir.join("tmp").join(format!("{what}-{n}")))
     }
 
     /// The vault directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The file-system seam the vault writes through (with the configured fault plan).
+    pub(crate) fn fs(&self) -> &Fs {
+        &self.fs
     }
 
     /// The settings the vault runs with.
@@ -478,7 +483,7 @@ impl Vault {
         // A database deleted between fetching its state and locking it is fetched again:
         // the deletion took it out of the catalog before it let go of the lock.
         let (state, done, accepted) = loop {
-            let state = self.catalog.get_or_create(&key, || new_state(&sums_dir, &key))?;
+            let state = self.catalog.get_or_create(&key, || new_state(&self.fs, &sums_dir, &key))?;
             let queued = {
                 let mut guard = lock(&state);
                 if guard.deleted {
@@ -495,7 +500,7 @@ impl Vault {
             self.poison.poison("the log writer stopped without answering".into());
             Error::Poisoned("the log writer stopped without answering".into())
         })?;
-        let (loc, _) = written.map_err(Error::Poisoned)?;
+        let (loc, _) = written?;
         let Accepted { pre_apply, post_apply, effective_ms } = accepted;
         let mut state = lock(&state);
         state.add_durable(Run {
@@ -582,9 +587,13 @@ impl Vault {
             payload_len: bytes.len() as u64,
             payload_xxh3: payload_checksum(bytes),
         };
+        // The map's I/O (its clean flag, its growth) before the upload is queued: a
+        // failure there refuses the upload and changes nothing.
+        state.sums.reserve(header.commit)?;
         let done = self.send_to_writer(record, payload.clone())?;
         // From here on the record will be written or the vault poisoned: commit the
-        // pending state. A failure to update the map poisons too (it would be wrong).
+        // pending state. A failure to update the map poisons too (it would be wrong; after
+        // `reserve` it does no I/O).
         if header.is_snapshot() {
             state.page_size = header.page_size;
         }
@@ -760,9 +769,9 @@ impl Vault {
         if !force && out.exists() {
             return Err(Error::Invalid(format!("{} exists; pass --force to replace it", out.display())));
         }
-        let temp = TempFile::create(out)?;
+        let temp = self.fs.temp_file(out)?;
         write_restore(&self.segments, &plan, page_size, temp.file(), temp.path(), crate::io::Sync::Data, progress)?;
-        temp.commit()?;
+        temp.commit_or_discard()?;
         Ok(RestoreSummary {
             position: Position { txid: plan.txid, checksum: plan.checksum },
             commit: plan.commit,
@@ -832,8 +841,8 @@ fn run_of(h: &RecordHeader, location: Location) -> Run {
 }
 
 /// A fresh state for a database, with its page-checksum map opened.
-fn new_state(sums_dir: &Path, key: &DbKey) -> Result<DbState> {
-    let (sums, clean_point) = PageSums::open(&sums_path(sums_dir, key), &key.cluster, &key.db)?;
+fn new_state(fs: &Fs, sums_dir: &Path, key: &DbKey) -> Result<DbState> {
+    let (sums, clean_point) = PageSums::open(fs, &sums_path(sums_dir, key), &key.cluster, &key.db)?;
     Ok(DbState {
         levels: vec![Vec::new(); DEFAULT_LEVEL_INTERVALS_MS.len()],
         clean_point,
@@ -938,7 +947,7 @@ fn rebuild_sums_from_restore(segments: &Segments, key: &DbKey, state: &mut DbSta
     let page_size = state.page_size;
     let plan = restore::plan(&pieces_of(state), Target::Latest)?;
     let scratch = state.sums.path().with_extension("rebuild");
-    let temp = TempFile::create(&scratch)?;
+    let temp = segments.fs().temp_file(&scratch)?;
     write_restore(segments, &plan, page_size, temp.file(), temp.path(), crate::io::Sync::None, &mut |_, _| {})?;
     tracing::info!(cluster = %key.cluster, db = %key.db, txid = %plan.txid, "rebuilt the page-checksum map from a restore");
     let lock_page = crate::ltx::PageNo::lock_page(page_size);
@@ -1007,12 +1016,13 @@ fn write_restore(
     }
     let total = u64::from(plan.commit);
     let base = base.as_ref().map(|(file, bytes)| restore::Base { file, bytes: *bytes });
-    restore::execute(file, base, &maps, page_size, &mut |done| progress(done.min(total), total))?;
+    let fs = segments.fs();
+    restore::execute(fs, file, path, base, &maps, page_size, &mut |done| progress(done.min(total), total))?;
     progress(total, total);
     // Sync while the checksum pass reads the result back from the page cache: the disk and
     // the CPU work at once. The caller's commit syncs again, which then finds nothing to do.
     let (synced, result) = std::thread::scope(|scope| {
-        let sync = scope.spawn(|| crate::io::sync_file(file, sync, path));
+        let sync = scope.spawn(|| fs.sync(file, sync, path));
         let result = database_file_checksum(path, page_size);
         (sync.join().unwrap_or_else(|_| Err(Error::Invalid("the sync thread panicked".into()))), result)
     });
@@ -1031,24 +1041,10 @@ fn write_restore(
     Ok(())
 }
 
-fn make_dir(dir: &Path) -> Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io(format!("create directory {}", dir.display()), e))
-}
-
 /// Takes the vault's exclusive lock, or says who holds it.
-fn take_lock(dir: &Path) -> Result<File> {
+fn take_lock(fs: &Fs, dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let mut file = fs.open_rw(&path, true)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -1060,9 +1056,9 @@ fn take_lock(dir: &Path) -> Result<File> {
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(format!("lock {}", path.display()), e)),
     }
-    file.set_len(0).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    fs.set_len(&file, 0, &path)?;
     let me = format!("process {} ({})", std::process::id(), std::env::args().next().unwrap_or_default());
-    file.write_all(me.as_bytes()).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    fs.write_all_at(&file, me.as_bytes(), 0, &path)?;
     Ok(file)
 }
 
@@ -1073,14 +1069,20 @@ fn pieces_of(state: &DbState) -> Vec<Run> {
 
 /// Loads every level file into the catalog (header and trailer checked against the
 /// checksum in the file name; pages are verified when the file is read). Temporary files of
-/// an interrupted compaction are removed; a level whose files do not follow each other
-/// fails the open.
-fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<()> {
+/// an interrupted compaction are removed, and so is a database directory that a failed or
+/// interrupted `ensure_db_dir` left without its NAME and without level files; a level
+/// whose files do not follow each other fails the open.
+fn load_levels(fs: &Fs, levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<()> {
     let entries = std::fs::read_dir(levels_dir).map_err(|e| Error::io(format!("list {}", levels_dir.display()), e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(format!("list {}", levels_dir.display()), e))?;
         let dir = entry.path();
         if !dir.is_dir() {
+            continue;
+        }
+        if !dir.join("NAME").exists() && unnamed_dir_is_unused(&dir)? {
+            tracing::warn!(dir = %dir.display(), "removing a level directory whose creation did not finish");
+            fs.remove_dir_all(&dir)?;
             continue;
         }
         let (cluster, db) = read_db_name(&dir)?;
@@ -1091,8 +1093,8 @@ fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<
         for file in files {
             let file = file.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
             let name = file.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.contains(".tmp-") {
-                let _ = std::fs::remove_file(file.path());
+            if is_temporary(&name) {
+                let _ = fs.remove_file(&file.path());
                 continue;
             }
             if let Some((max, sum)) = crate::image::parse_image_file_name(&name) {
@@ -1121,7 +1123,7 @@ fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<
             found.push(run);
         }
         found.sort_by_key(|r| (r.level, r.min_txid, r.max_txid));
-        let state = catalog.get_or_create(&key, || new_state(sums_dir, &key))?;
+        let state = catalog.get_or_create(&key, || new_state(fs, sums_dir, &key))?;
         let mut state = lock(&state);
         page_sizes.dedup();
         match page_sizes[..] {
@@ -1166,6 +1168,25 @@ fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<
     Ok(())
 }
 
+/// Whether a file name is one of [`TempFile`]'s temporary names.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
+}
+
+/// Whether a database directory without a NAME holds nothing but temporary files: what
+/// `ensure_db_dir` leaves when it fails between creating the directory and installing the
+/// NAME (no level file is ever written before the NAME is in place).
+fn unnamed_dir_is_unused(dir: &Path) -> Result<bool> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+        if !is_temporary(&entry.file_name().to_string_lossy()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// What a retention pass removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RetentionReport {
@@ -1197,6 +1218,7 @@ impl Retention {
         let _deleting = self.gate.write().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now_ms();
         let mut report = RetentionReport::default();
+        let mut first_error = None;
         for key in self.catalog.keys() {
             let Some(state) = self.catalog.get(&key) else { continue };
             let doomed: Vec<Run> = {
@@ -1210,26 +1232,9 @@ impl Retention {
                 }
                 doomed
             };
-            let mut dirs = Vec::new();
-            for run in &doomed {
-                report.pieces += 1;
-                report.bytes += run.bytes;
-                if let Some(path) = run.path() {
-                    match std::fs::remove_file(path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::io(format!("delete {}", path.display()), e)),
-                    }
-                    report.files += 1;
-                    if let Some(dir) = path.parent()
-                        && !dirs.contains(&dir)
-                    {
-                        dirs.push(dir);
-                    }
-                }
-            }
-            for dir in dirs {
-                crate::io::sync_dir(dir)?;
+            if let Err(e) = self.delete_pieces(&state, doomed, &mut report) {
+                tracing::error!(cluster = %key.cluster, db = %key.db, error = %e, "retention could not delete a file; it stays until the next pass");
+                first_error.get_or_insert(e);
             }
         }
         let ids = self.segments.ids()?;
@@ -1242,7 +1247,7 @@ impl Retention {
             report.segments += 1;
         }
         if report.segments > 0 {
-            crate::io::sync_dir(self.segments.dir())?;
+            self.segments.fs().sync_dir(self.segments.dir())?;
         }
         if report.pieces > 0 {
             tracing::info!(
@@ -1253,7 +1258,44 @@ impl Retention {
                 "retention pass"
             );
         }
-        Ok(report)
+        first_error.map_or(Ok(report), Err)
+    }
+
+    /// Deletes the files of pieces already taken out of a database's catalog entry (in
+    /// catalog order, oldest first per level) and syncs their directories. When a deletion
+    /// fails, that piece and every later one go back to the front of their levels, so the
+    /// catalog keeps describing what is on disk and the next pass tries again.
+    fn delete_pieces(&self, state: &Mutex<DbState>, doomed: Vec<Run>, report: &mut RetentionReport) -> Result<()> {
+        let fs = self.segments.fs();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for (i, run) in doomed.iter().enumerate() {
+            if let Some(path) = run.path() {
+                if let Err(e) = fs.remove_file(path) {
+                    let mut state = lock(state);
+                    for back in doomed[i..].iter().rev() {
+                        let index = usize::from(back.level).saturating_sub(1);
+                        if back.level > 0
+                            && let Some(list) = state.levels.get_mut(index)
+                        {
+                            list.insert(0, back.clone());
+                        }
+                    }
+                    return Err(e);
+                }
+                report.files += 1;
+                if let Some(dir) = path.parent()
+                    && !dirs.iter().any(|d| d == dir)
+                {
+                    dirs.push(dir.to_path_buf());
+                }
+            }
+            report.pieces += 1;
+            report.bytes += run.bytes;
+        }
+        for dir in dirs {
+            fs.sync_dir(&dir)?;
+        }
+        Ok(())
     }
 }
 
@@ -1302,18 +1344,33 @@ fn retention_loop(retention: &Retention, every: Duration, stop: &(Mutex<bool>, C
     }
 }
 
+/// Pause of a compactor thread between passes.
+const COMPACTION_EVERY: Duration = Duration::from_secs(1);
+/// Longest pause after failed passes (the pause doubles from [`COMPACTION_EVERY`] with
+/// every failure in a row).
+const COMPACTION_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
 /// A compactor thread: one pass of its level, then sleep until woken or a second passes.
+/// After a failed pass (already logged per database by `run_level`; the level stays where
+/// it was) the pause doubles, up to a minute, until a pass succeeds: a full or failing
+/// disk is not hammered, and ingest, which compaction never poisons, goes on meanwhile.
 fn compaction_loop(compactor: &Compactor, level: u8, stop: &(Mutex<bool>, Condvar)) {
     let (flag, wake) = stop;
+    let mut pause = COMPACTION_EVERY;
     loop {
-        if let Err(e) = compactor.run_level(level) {
-            tracing::error!(level, error = %e, "compaction failed; will retry");
-        }
+        pause = match compactor.run_level(level) {
+            Ok(_) => COMPACTION_EVERY,
+            Err(_) => {
+                let next = (pause * 2).min(COMPACTION_BACKOFF_MAX);
+                tracing::warn!(level, retry_in_s = next.as_secs(), "compaction pass failed; backing off");
+                next
+            }
+        };
         let stopped = flag.lock().unwrap_or_else(|e| e.into_inner());
         if *stopped {
             return;
         }
-        let (stopped, _) = wake.wait_timeout(stopped, Duration::from_secs(1)).unwrap_or_else(|e| e.into_inner());
+        let (stopped, _) = wake.wait_timeout(stopped, pause).unwrap_or_else(|e| e.into_inner());
         if *stopped {
             return;
         }

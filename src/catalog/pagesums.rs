@@ -29,13 +29,14 @@
 //! entries: u64 LE at 512 + (pgno - 1) * 8
 //! ```
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::MmapMut;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
+use crate::io::Fs;
 use crate::ltx::{Checksum, PageNo, TxId};
 use crate::segment::format::{le_u32, le_u64};
 
@@ -73,6 +74,7 @@ pub struct CleanPoint {
 
 /// One database's page-checksum map; see the module docs.
 pub struct PageSums {
+    fs: Fs,
     file: File,
     map: MmapMut,
     path: PathBuf,
@@ -83,17 +85,12 @@ pub struct PageSums {
 impl PageSums {
     /// Opens (or creates) the map at `path`. Returns the clean point when the header is
     /// intact, marked clean, and the entries match their checksum; `None` means rebuild.
-    pub fn open(path: &Path, cluster: &str, db: &str) -> Result<(PageSums, Option<CleanPoint>)> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    pub fn open(fs: &Fs, path: &Path, cluster: &str, db: &str) -> Result<(PageSums, Option<CleanPoint>)> {
+        let file = fs.open_rw(path, true)?;
         let len = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?.len() as usize;
         let mut sums = PageSums {
-            map: map_file(&file, path, len.max(HEADER_SIZE))?,
+            map: map_file(fs, &file, path, len.max(HEADER_SIZE))?,
+            fs: fs.clone(),
             file,
             path: path.into(),
             entries: 0,
@@ -173,16 +170,25 @@ impl PageSums {
         })
     }
 
-    /// Makes the map hold `commit` pages: new entries are zero until set, dropped ones go.
-    pub fn resize(&mut self, commit: u32) -> Result<()> {
+    /// Does the I/O a change to `commit` pages needs (clearing the clean flag, growing the
+    /// file), so that the change itself ([`resize`](Self::resize), [`set`](Self::set))
+    /// then cannot fail: ingest calls it before it commits to an upload.
+    pub fn reserve(&mut self, commit: u32) -> Result<()> {
         self.ensure_dirty()?;
         let needed = HEADER_SIZE + commit as usize * ENTRY_SIZE;
         if needed > self.map.len() {
             let capacity = (commit as usize).max(MIN_CAPACITY).next_power_of_two();
             let len = HEADER_SIZE + capacity * ENTRY_SIZE;
-            self.file.set_len(len as u64).map_err(|e| Error::io(format!("grow {}", self.path.display()), e))?;
-            self.map = map_file(&self.file, &self.path, len)?;
+            self.fs.set_len(&self.file, len as u64, &self.path)?;
+            self.map = map_file(&self.fs, &self.file, &self.path, len)?;
         }
+        Ok(())
+    }
+
+    /// Makes the map hold `commit` pages: new entries are zero until set, dropped ones go.
+    pub fn resize(&mut self, commit: u32) -> Result<()> {
+        self.reserve(commit)?;
+        let needed = HEADER_SIZE + commit as usize * ENTRY_SIZE;
         if commit < self.entries {
             self.map[needed..HEADER_SIZE + self.entries as usize * ENTRY_SIZE].fill(0);
         }
@@ -205,7 +211,7 @@ impl PageSums {
         }
         self.map[CLEAN_OFFSET] = 0;
         self.seal_header();
-        self.map.flush_range(0, HEADER_SIZE).map_err(|e| Error::io(format!("sync {}", self.path.display()), e))?;
+        self.fs.sync_map(&self.map, 0..HEADER_SIZE, &self.path)?;
         self.clean = false;
         Ok(())
     }
@@ -215,7 +221,7 @@ impl PageSums {
     pub fn mark_clean(&mut self, txid: TxId, checksum: Checksum, page_size: u32) -> Result<()> {
         let end = HEADER_SIZE + self.entries as usize * ENTRY_SIZE;
         let sum = xxh3_64(&self.map[HEADER_SIZE..end]);
-        self.map.flush().map_err(|e| Error::io(format!("sync {}", self.path.display()), e))?;
+        self.fs.sync_map(&self.map, 0..self.map.len(), &self.path)?;
         let h = &mut self.map[..HEADER_SIZE];
         h[PAGE_SIZE_OFFSET..PAGE_SIZE_OFFSET + 4].copy_from_slice(&page_size.to_le_bytes());
         h[ENTRIES_OFFSET..ENTRIES_OFFSET + 4].copy_from_slice(&self.entries.to_le_bytes());
@@ -224,7 +230,7 @@ impl PageSums {
         h[CHECKSUM_OFFSET..CHECKSUM_OFFSET + 8].copy_from_slice(&checksum.0.to_le_bytes());
         h[ENTRIES_SUM_OFFSET..ENTRIES_SUM_OFFSET + 8].copy_from_slice(&sum.to_le_bytes());
         self.seal_header();
-        self.map.flush_range(0, HEADER_SIZE).map_err(|e| Error::io(format!("sync {}", self.path.display()), e))?;
+        self.fs.sync_map(&self.map, 0..HEADER_SIZE, &self.path)?;
         self.clean = true;
         Ok(())
     }
@@ -239,10 +245,10 @@ impl PageSums {
     }
 }
 
-fn map_file(file: &File, path: &Path, len: usize) -> Result<MmapMut> {
+fn map_file(fs: &Fs, file: &File, path: &Path, len: usize) -> Result<MmapMut> {
     let current = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?.len();
     if (current as usize) < len {
-        file.set_len(len as u64).map_err(|e| Error::io(format!("size {}", path.display()), e))?;
+        fs.set_len(file, len as u64, path)?;
     }
     // SAFETY: the vault holds an exclusive lock on its directory, and this map is the only
     // writer of the file within the process (it is owned by its database's state, behind
@@ -260,7 +266,7 @@ mod tests {
     fn clean_point_survives_reopen_and_dirty_does_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.sums");
-        let (mut sums, clean) = PageSums::open(&path, "c", "d").unwrap();
+        let (mut sums, clean) = PageSums::open(&Fs::default(), &path, "c", "d").unwrap();
         assert_eq!(clean, None);
         sums.resize(3).unwrap();
         for p in 1..=3 {
@@ -270,13 +276,13 @@ mod tests {
         sums.mark_clean(TxId(9), total, 4096).unwrap();
         drop(sums);
 
-        let (mut sums, clean) = PageSums::open(&path, "c", "d").unwrap();
+        let (mut sums, clean) = PageSums::open(&Fs::default(), &path, "c", "d").unwrap();
         assert_eq!(clean, Some(CleanPoint { txid: TxId(9), checksum: total, page_size: 4096, entries: 3 }));
         assert_eq!(sums.get(PageNo(2)), Some(Checksum(Checksum::FLAG | 2)));
         assert_eq!(sums.get(PageNo(4)), None);
         sums.resize(5).unwrap();
         drop(sums);
-        let (_, clean) = PageSums::open(&path, "c", "d").unwrap();
+        let (_, clean) = PageSums::open(&Fs::default(), &path, "c", "d").unwrap();
         assert_eq!(clean, None, "a change after the clean point makes the map untrusted");
     }
 
@@ -284,7 +290,7 @@ mod tests {
     fn a_flipped_entry_is_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.sums");
-        let (mut sums, _) = PageSums::open(&path, "c", "d").unwrap();
+        let (mut sums, _) = PageSums::open(&Fs::default(), &path, "c", "d").unwrap();
         sums.resize(2).unwrap();
         sums.set(PageNo(1), Checksum(Checksum::FLAG | 5));
         sums.set(PageNo(2), Checksum(Checksum::FLAG | 6));
@@ -293,6 +299,6 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[HEADER_SIZE + 9] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert_eq!(PageSums::open(&path, "c", "d").unwrap().1, None);
+        assert_eq!(PageSums::open(&Fs::default(), &path, "c", "d").unwrap().1, None);
     }
 }

@@ -5,7 +5,7 @@
 //! `sync_data` it, rename it over the final name, then fsync the directory so the rename
 //! itself survives a crash.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -21,55 +21,43 @@ pub enum Sync {
     All,
 }
 
-/// Syncs an open file as `sync` asks.
+/// Syncs an open file as `sync` asks (no fault plan; the engine's own files go through
+/// [`Fs::sync`]).
 pub fn sync_file(file: &File, sync: Sync, what: &Path) -> Result<()> {
-    let result = match sync {
-        Sync::None => Ok(()),
-        Sync::Data => file.sync_data(),
-        Sync::All => file.sync_all(),
-    };
-    result.map_err(|e| Error::io(format!("sync {}", what.display()), e))
+    Fs::default().sync(file, sync, what)
 }
 
-/// Fsyncs a directory, making the names created, renamed or removed in it durable.
+/// Fsyncs a directory, making the names created, renamed or removed in it durable (no
+/// fault plan; see [`Fs::sync_dir`]).
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("sync directory {}", dir.display()), e))
+    Fs::default().sync_dir(dir)
 }
 
-/// Creates a directory (and its parents) readable by the owner only.
+/// Creates a directory (and its parents) readable by the owner only (no fault plan; see
+/// [`Fs::make_dir`]).
 pub fn make_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io(format!("create directory {}", dir.display()), e))
+    Fs::default().make_dir(dir)
 }
 
 /// A file being written under a temporary name next to its final path. Dropping it without
-/// [`commit`](TempFile::commit) removes the temporary file, so a failed write leaves
-/// nothing behind.
+/// a successful [`commit`](TempFile::commit) removes the temporary file, so a failed write
+/// (or a failed sync or rename) leaves nothing behind.
 pub struct TempFile {
+    fs: Fs,
     file: Option<File>,
     temp: PathBuf,
     target: PathBuf,
 }
 
 impl TempFile {
-    /// Creates `<dir>/.<name>.tmp-<pid>` for a file that will become `target`.
+    /// Creates `<dir>/.<name>.tmp-<pid>` for a file that will become `target` (no fault
+    /// plan; the engine uses [`Fs::temp_file`]).
     pub fn create(target: &Path) -> Result<TempFile> {
-        let name =
-            target.file_name().ok_or_else(|| Error::Invalid(format!("{} is not a file path", target.display())))?;
-        let temp = target.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
-            .map_err(|e| Error::io(format!("create {}", temp.display()), e))?;
-        Ok(TempFile { file: Some(file), temp, target: target.to_path_buf() })
+        Fs::default().temp_file(target)
+    }
+
+    pub(crate) fn new(fs: Fs, file: File, temp: PathBuf, target: PathBuf) -> TempFile {
+        TempFile { fs, file: Some(file), temp, target }
     }
 
     /// The open temporary file.
@@ -82,6 +70,21 @@ impl TempFile {
         &self.temp
     }
 
+    /// The file-system seam this file was created through.
+    pub fn fs(&self) -> &Fs {
+        &self.fs
+    }
+
+    /// A writer at the file's cursor; see [`Fs::writer`].
+    pub fn writer(&self) -> fs::FileWriter<'_> {
+        self.fs.writer(self.file(), &self.temp)
+    }
+
+    /// Writes all of `buf` at `offset`.
+    pub fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.fs.write_all_at(self.file(), buf, offset, &self.temp)
+    }
+
     /// Syncs the data, renames over the target and syncs the directory.
     pub fn commit(self) -> Result<()> {
         let target = self.target.clone();
@@ -90,20 +93,40 @@ impl TempFile {
 
     /// Like [`commit`](Self::commit), under a name decided only now (in the same
     /// directory), for files whose name carries something learnt while writing them.
+    ///
+    /// A failed sync or rename removes the temporary file. A failed directory sync comes
+    /// after the rename: the file is complete at `target`, but whether its name would
+    /// survive a crash is unknown; it is left there (replacing it again is how a caller
+    /// retries) and the error returned.
     pub fn commit_to(mut self, target: &Path) -> Result<()> {
-        let file = self.file.take().expect("present until commit or drop");
-        sync_file(&file, Sync::Data, &self.temp)?;
-        drop(file);
-        std::fs::rename(&self.temp, target)
-            .map_err(|e| Error::io(format!("rename {} to {}", self.temp.display(), target.display()), e))?;
-        sync_dir(target.parent().unwrap_or(Path::new(".")))
+        self.install(target).map_err(|(e, _)| e)
+    }
+
+    /// [`commit`](Self::commit), and on a failed directory sync also removes the target,
+    /// for callers that promise to leave nothing behind on error (a restore's output).
+    pub fn commit_or_discard(mut self) -> Result<()> {
+        let target = self.target.clone();
+        self.install(&target).map_err(|(e, renamed)| {
+            if renamed {
+                let _ = self.fs.remove_file(&target);
+            }
+            e
+        })
+    }
+
+    /// Sync, rename, directory sync; an error says whether the rename had happened.
+    fn install(&mut self, target: &Path) -> std::result::Result<(), (Error, bool)> {
+        self.fs.sync(self.file(), Sync::Data, &self.temp).map_err(|e| (e, false))?;
+        self.fs.rename(&self.temp, target).map_err(|e| (e, false))?;
+        self.file = None;
+        self.fs.sync_dir(target.parent().unwrap_or(Path::new("."))).map_err(|e| (e, true))
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
         if self.file.take().is_some() {
-            let _ = std::fs::remove_file(&self.temp);
+            let _ = self.fs.remove_file(&self.temp);
         }
     }
 }
@@ -230,10 +253,12 @@ impl std::ops::Deref for MappedFile {
 }
 
 pub mod engine;
+pub mod fs;
 mod std_engine;
 mod uring;
 
 pub use engine::{IoChoice, IoEngine, open_engine};
+pub use fs::{Fault, FaultPlan, Fs, Op};
 
 impl AsRef<[u8]> for MappedFile {
     fn as_ref(&self) -> &[u8] {

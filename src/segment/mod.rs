@@ -15,15 +15,14 @@
 pub mod format;
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use format::{RECORD_ALIGN, RECORD_MAGIC, RecordHeader, SEGMENT_HEADER_SIZE, SegmentHeader};
 
 use crate::error::{Error, Result};
-use crate::io::{MappedFile, sync_dir};
+use crate::io::{Fs, MappedFile, Sync};
 
 /// Where a record lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -60,18 +59,22 @@ pub struct PreparedSegment {
     temp: PathBuf,
 }
 
-/// Writes segment `id` of `size` bytes under a temporary name: zero-filled (so later
-/// appends change no file metadata and fdatasync stays cheap), header written, synced.
-/// Slow (it writes `size` bytes), so the log writer has it done ahead of time.
-pub fn prepare_segment(dir: &Path, id: u64, size: u64, created_ms: i64) -> Result<PreparedSegment> {
+/// Writes segment `id` of `size` bytes under a temporary name: allocated (a full disk shows
+/// here, before anything is written), zero-filled (so later appends change no file
+/// metadata and fdatasync stays cheap), header written, synced. Slow (it writes `size`
+/// bytes), so the log writer has it done ahead of time. On error the temporary file is
+/// removed.
+pub fn prepare_segment(fs: &Fs, dir: &Path, id: u64, size: u64, created_ms: i64) -> Result<PreparedSegment> {
     let temp = dir.join(format!(".{id:016x}.seg.tmp"));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temp)
-        .map_err(|e| Error::io(format!("create {}", temp.display()), e))?;
+    let file = fs.create(&temp)?;
+    fill_segment(fs, &file, &temp, id, size, created_ms).inspect_err(|_| {
+        let _ = fs.remove_file(&temp);
+    })?;
+    Ok(PreparedSegment { file, id, size, temp })
+}
+
+fn fill_segment(fs: &Fs, file: &File, temp: &Path, id: u64, size: u64, created_ms: i64) -> Result<()> {
+    fs.allocate(file, 0, size, temp)?;
     // Zeros go out 1 MiB at a time, each chunk synced before the next: a log fdatasync
     // issued meanwhile then waits behind at most one chunk of writeback, not the whole
     // segment, which keeps the background preparation from stalling acknowledgements.
@@ -79,42 +82,45 @@ pub fn prepare_segment(dir: &Path, id: u64, size: u64, created_ms: i64) -> Resul
     let mut at = 0;
     while at < size {
         let n = zeros.len().min((size - at) as usize);
-        file.write_all_at(&zeros[..n], at).map_err(|e| Error::io(format!("zero-fill {}", temp.display()), e))?;
-        file.sync_data().map_err(|e| Error::io(format!("sync {}", temp.display()), e))?;
+        fs.write_all_at(file, &zeros[..n], at, temp)?;
+        fs.sync(file, Sync::Data, temp)?;
         at += n as u64;
     }
     let header = SegmentHeader { id, created_ms }.encode();
-    file.write_all_at(&header, 0).map_err(|e| Error::io(format!("write {}", temp.display()), e))?;
-    file.sync_all().map_err(|e| Error::io(format!("sync {}", temp.display()), e))?;
-    Ok(PreparedSegment { file, id, size, temp })
+    fs.write_all_at(file, &header, 0, temp)?;
+    fs.sync(file, Sync::All, temp)
 }
 
 impl PreparedSegment {
     /// Removes a prepared segment that will not be used.
-    pub fn discard(self) {
-        let _ = std::fs::remove_file(&self.temp);
+    pub fn discard(self, fs: &Fs) {
+        let _ = fs.remove_file(&self.temp);
     }
 
     /// Renames the segment to its final name and syncs the directory: from here on it is
     /// part of the log.
-    pub fn install(self, dir: &Path) -> Result<(File, u64, u64)> {
+    pub fn install(self, fs: &Fs, dir: &Path) -> Result<(File, u64, u64)> {
         let path = segment_path(dir, self.id);
-        std::fs::rename(&self.temp, &path).map_err(|e| Error::io(format!("rename {}", self.temp.display()), e))?;
-        sync_dir(dir)?;
+        if let Err(e) = fs.rename(&self.temp, &path) {
+            self.discard(fs);
+            return Err(e);
+        }
+        fs.sync_dir(dir)?;
         Ok((self.file, self.id, self.size))
     }
 }
 
 /// Read access to segments through cached read-only mmaps.
 pub struct Segments {
+    fs: Fs,
     dir: PathBuf,
     maps: RwLock<BTreeMap<u64, Arc<MappedFile>>>,
 }
 
 impl Segments {
     /// Segments of the log directory `dir`.
-    pub fn new(dir: &Path) -> Segments {
-        Segments { dir: dir.to_path_buf(), maps: RwLock::new(BTreeMap::new()) }
+    pub fn new(fs: &Fs, dir: &Path) -> Segments {
+        Segments { fs: fs.clone(), dir: dir.to_path_buf(), maps: RwLock::new(BTreeMap::new()) }
     }
 
     /// The mapped segment `id`.
@@ -130,12 +136,7 @@ impl Segments {
     /// Deletes segment `id` (retention: no kept run is in it) and forgets its map; readers
     /// that still hold the map keep reading it until they drop it.
     pub fn delete(&self, id: u64) -> Result<()> {
-        let path = segment_path(&self.dir, id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("delete {}", path.display()), e)),
-        }
+        self.fs.remove_file(&segment_path(&self.dir, id))?;
         self.maps.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
         Ok(())
     }
@@ -177,6 +178,11 @@ impl Segments {
     /// The log directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The file-system seam the log goes through.
+    pub fn fs(&self) -> &Fs {
+        &self.fs
     }
 
     /// The segment holding the record at `loc` and the byte range of its payload, with
@@ -231,7 +237,7 @@ pub struct Recovered {
 }
 
 /// Scans the log directory; see the module docs for what is checked and what is repaired.
-pub fn recover(dir: &Path) -> Result<Recovered> {
+pub fn recover(fs: &Fs, dir: &Path) -> Result<Recovered> {
     let mut ids = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
     for entry in entries {
@@ -241,7 +247,7 @@ pub fn recover(dir: &Path) -> Result<Recovered> {
             ids.push(id);
         } else if name.starts_with('.') && name.ends_with(".tmp") {
             // A segment whose creation a crash interrupted: never renamed, never used.
-            let _ = std::fs::remove_file(entry.path());
+            let _ = fs.remove_file(&entry.path());
         }
     }
     ids.sort_unstable();
@@ -295,7 +301,7 @@ pub fn recover(dir: &Path) -> Result<Recovered> {
                             ),
                         ));
                     }
-                    out.torn_bytes = cut_torn_tail(&path, &map, offset)?;
+                    out.torn_bytes = cut_torn_tail(fs, &path, &map, offset)?;
                     break;
                 }
                 Err(reason) => return Err(corrupt(offset, reason)),
@@ -326,20 +332,19 @@ fn later_batch_after(segment: &[u8], bad: u64) -> Option<u64> {
 
 /// Zeroes a torn tail from `from` to the last non-zero byte and syncs; returns the bytes
 /// cut.
-fn cut_torn_tail(path: &Path, segment: &[u8], from: u64) -> Result<u64> {
+fn cut_torn_tail(fs: &Fs, path: &Path, segment: &[u8], from: u64) -> Result<u64> {
     let end = segment.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1) as u64;
     if end <= from {
         return Ok(0);
     }
-    let file =
-        OpenOptions::new().write(true).open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let file = fs.open_rw(path, false)?;
     let zeros = vec![0u8; (end - from).min(1 << 20) as usize];
     let mut at = from;
     while at < end {
         let n = zeros.len().min((end - at) as usize);
-        file.write_all_at(&zeros[..n], at).map_err(|e| Error::io(format!("cut torn tail of {}", path.display()), e))?;
+        fs.write_all_at(&file, &zeros[..n], at, path)?;
         at += n as u64;
     }
-    file.sync_data().map_err(|e| Error::io(format!("sync {}", path.display()), e))?;
+    fs.sync(&file, Sync::Data, path)?;
     Ok(end - from)
 }

@@ -32,6 +32,7 @@ use crate::catalog::{Catalog, DbKey, Position};
 use crate::compact::db_dir;
 use crate::error::{Error, Result};
 use crate::ingest::{Payload, payload_checksum};
+use crate::io::Fs;
 use crate::ltx::{Checksum, TxId};
 use crate::names;
 use crate::segment::Found;
@@ -93,11 +94,11 @@ impl Vault {
             self.poison.poison("the log writer stopped without answering".into());
             Error::Poisoned("the log writer stopped without answering".into())
         })?;
-        let (_, seq) = written.map_err(Error::Poisoned)?;
+        let (_, seq) = written?;
         // The deletion is durable. Removing the files comes before the state leaves the
         // catalog: a new state for the same name opens the same page-checksum map path.
         self.catalog.set_tombstone(&key, seq);
-        if let Err(e) = remove_db_files(&self.dir, &key) {
+        if let Err(e) = remove_db_files(&self.fs, &self.dir, &key) {
             self.poison.poison(format!(
                 "{cluster}/{db} is deleted, but removing its files failed ({e}); reopening the vault finishes the deletion"
             ));
@@ -121,6 +122,7 @@ impl Vault {
 /// no-op). Returns, per database with a tombstone, the index in `records` of its newest
 /// tombstone: the records before it are deleted history.
 pub(super) fn recover_tombstones(
+    fs: &Fs,
     vault_dir: &Path,
     records: &[Found],
     catalog: &Catalog,
@@ -138,7 +140,7 @@ pub(super) fn recover_tombstones(
     }
     for (key, at) in &tombstones {
         if last_record.get(key) == Some(at) {
-            remove_db_files(vault_dir, key)?;
+            remove_db_files(fs, vault_dir, key)?;
         }
     }
     Ok(tombstones)
@@ -146,20 +148,14 @@ pub(super) fn recover_tombstones(
 
 /// Removes a database's level directory (level files, images, NAME) and its page-checksum
 /// map, and syncs the directories that held them. What is already gone is skipped.
-fn remove_db_files(vault_dir: &Path, key: &DbKey) -> Result<()> {
+fn remove_db_files(fs: &Fs, vault_dir: &Path, key: &DbKey) -> Result<()> {
     let levels_dir = vault_dir.join("levels");
-    let dir = db_dir(&levels_dir, &key.cluster, &key.db);
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => crate::io::sync_dir(&levels_dir)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(format!("remove {}", dir.display()), e)),
+    if fs.remove_dir_all(&db_dir(&levels_dir, &key.cluster, &key.db))? {
+        fs.sync_dir(&levels_dir)?;
     }
     let sums_dir = vault_dir.join("sums");
-    let sums = sums_path(&sums_dir, key);
-    match std::fs::remove_file(&sums) {
-        Ok(()) => crate::io::sync_dir(&sums_dir)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(format!("remove {}", sums.display()), e)),
+    if fs.remove_file(&sums_path(&sums_dir, key))? {
+        fs.sync_dir(&sums_dir)?;
     }
     Ok(())
 }

@@ -307,7 +307,7 @@ impl Vault {
         expected: Option<Checksum>,
     ) -> Result<Ack> {
         let ltx = self.scratch_file("transaction")?;
-        snapshot::write_ltx(image, name, header, expected, &mut ltx.file())?;
+        snapshot::write_ltx(image, name, header, expected, &mut ltx.writer())?;
         let payload = Payload::new(MappedFile::open(ltx.path())?);
         self.ingest_with_limit(cluster, db, payload, None)
     }
