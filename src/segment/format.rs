@@ -300,6 +300,43 @@ impl RecordHeader {
     }
 }
 
+/// Rewrites, in place, the checksums of a segment image: the segment header's, then each
+/// record's payload and header checksums, walking records as recovery would (from the
+/// first one, while a record magic starts the next slot and its header fits). For fuzzing
+/// only: mutated bytes would otherwise die at the first checksum and never reach the
+/// checks behind it. Stops at the first record it cannot place.
+#[doc(hidden)]
+pub fn reseal(segment: &mut [u8]) {
+    if segment.len() < SEGMENT_HEADER_SIZE {
+        return;
+    }
+    let sum = xxh3_64(&segment[..SEG_CHECKSUM_OFFSET]);
+    segment[SEG_CHECKSUM_OFFSET..SEGMENT_HEADER_SIZE].copy_from_slice(&sum.to_le_bytes());
+    let mut offset = SEGMENT_HEADER_SIZE;
+    while let Some(fixed) = segment.get(offset..offset + RECORD_FIXED_SIZE) {
+        if fixed[REC_MAGIC_OFFSET..REC_KIND_OFFSET] != RECORD_MAGIC {
+            return;
+        }
+        let header_len = RECORD_FIXED_SIZE + fixed[REC_CLUSTER_LEN_OFFSET] as usize + fixed[REC_DB_LEN_OFFSET] as usize;
+        let payload_len = le_u64(fixed, REC_PAYLOAD_LEN_OFFSET);
+        let Some(header_end) = offset.checked_add(header_len).filter(|&end| end <= segment.len()) else { return };
+        let payload_end = usize::try_from(payload_len)
+            .ok()
+            .and_then(|n| header_end.checked_add(n))
+            .filter(|&end| end <= segment.len());
+        if let Some(payload_end) = payload_end {
+            let sum = xxh3_64(&segment[header_end..payload_end]);
+            let at = offset + REC_PAYLOAD_SUM_OFFSET;
+            segment[at..at + 8].copy_from_slice(&sum.to_le_bytes());
+        }
+        let sum = header_checksum(&segment[offset..header_end]);
+        let at = offset + REC_HEADER_SUM_OFFSET;
+        segment[at..at + 8].copy_from_slice(&sum.to_le_bytes());
+        let Some(end) = payload_end else { return };
+        offset = end.next_multiple_of(RECORD_ALIGN);
+    }
+}
+
 /// Rounds up to the record alignment.
 pub fn align_up(n: u64) -> u64 {
     n.div_ceil(RECORD_ALIGN as u64) * RECORD_ALIGN as u64
