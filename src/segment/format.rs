@@ -142,6 +142,10 @@ impl SegmentHeader {
         if version != SEGMENT_VERSION {
             return Err(format!("segment format version {version}, this build reads {SEGMENT_VERSION}"));
         }
+        let reserved = [SEG_RESERVED_OFFSET..SEG_ID_OFFSET, SEG_CREATED_OFFSET + 8..SEG_CHECKSUM_OFFSET];
+        if reserved.into_iter().any(|r| b[r].iter().any(|&x| x != 0)) {
+            return Err("segment header reserved bytes are not zero".into());
+        }
         Ok(SegmentHeader { id: le_u64(b, SEG_ID_OFFSET), created_ms: le_u64(b, SEG_CREATED_OFFSET) as i64 })
     }
 }
@@ -271,6 +275,9 @@ impl RecordHeader {
             payload_len: le_u64(fixed, REC_PAYLOAD_LEN_OFFSET),
             payload_xxh3: le_u64(fixed, REC_PAYLOAD_SUM_OFFSET),
         };
+        if fixed[REC_RESERVED_OFFSET] != 0 {
+            return Err("record reserved byte is not zero".into());
+        }
         if record.kind != KIND_LTX && record.kind != KIND_TOMBSTONE {
             return Err(format!("unknown record kind {}", record.kind));
         }
@@ -280,7 +287,9 @@ impl RecordHeader {
         if cluster_len == 0 || db_len == 0 || cluster_len > MAX_NAME_LEN || db_len > MAX_NAME_LEN {
             return Err("record name length out of range".into());
         }
-        if (bytes.len() as u64) < record.record_len() {
+        // Checked before `record_len` adds it to the header length, which a length near
+        // 2^64 would overflow.
+        if record.payload_len > bytes.len() as u64 || (bytes.len() as u64) < record.record_len() {
             return Err(format!("record of {} bytes runs past the end of the segment", record.record_len()));
         }
         Ok(Some(record))

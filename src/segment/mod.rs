@@ -11,6 +11,9 @@
 //! follows it from a later write batch: the batch was never acknowledged (acks wait for its
 //! fdatasync), so it is cut and zeroed. A bad record anywhere else, or one followed by a
 //! later batch, is damage to acknowledged data: the open fails and names file and offset.
+//! Zeros where a record should be end a segment, unless a record from a later batch follows
+//! them (damage again); in the last segment whatever non-zero bytes follow them are the
+//! rest of a torn batch whose start never reached the disk, and are cut too.
 
 pub mod format;
 
@@ -302,7 +305,8 @@ pub struct Scan {
 /// each checked, with sequence numbers counting up from `expected_seq` (from the first
 /// record when `None`). In the last segment (`is_last`) every payload is checked too, and
 /// a bad record with nothing valid from a later write batch after it ends the scan as a
-/// torn tail. Any other bad record is an error: its offset and what is wrong with it.
+/// torn tail, as do zeros followed by anything non-zero. Any other bad record, and zeros
+/// followed by a record of a later write batch, is an error: its offset and what is wrong.
 pub fn scan(
     segment: &[u8],
     id: u64,
@@ -332,7 +336,24 @@ pub fn scan(
                 out.records.push((offset, h));
                 offset += len;
             }
-            Ok(None) => break,
+            Ok(None) => {
+                // Zeros where a record should be: the end of what was written, unless a
+                // record from a later write batch follows. That batch was written only after
+                // this one was synced and acknowledged, so the zeros are damage.
+                if let Some(later) = later_batch_after(segment, offset) {
+                    return Err((
+                        offset,
+                        format!(
+                            "no record here, but a later write batch at offset {later} proves records were acknowledged after it"
+                        ),
+                    ));
+                }
+                // What is left after the end in the last segment is a batch torn so that its
+                // start never reached the disk: cut it, or a record written here later could
+                // end right before a stale one and bring it back at the next open.
+                out.torn = is_last && segment[offset as usize..].iter().any(|&b| b != 0);
+                break;
+            }
             Err(reason) if is_last => {
                 if let Some(later) = later_batch_after(segment, offset) {
                     return Err((
@@ -351,6 +372,7 @@ pub fn scan(
 }
 
 /// Looks for a valid record header after `bad` that belongs to a batch starting after it.
+/// Steps through every aligned offset of the rest of the segment: at open, once per segment.
 fn later_batch_after(segment: &[u8], bad: u64) -> Option<u64> {
     let mut at = bad as usize + RECORD_ALIGN;
     while at + RECORD_MAGIC.len() <= segment.len() {
