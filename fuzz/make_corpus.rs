@@ -1,6 +1,7 @@
 //! Writes the seed corpus in `fuzz/seeds/`: small valid LTX files of every version and
-//! encoding for `ltx_decode`, chains of contiguous files for `ltx_merge`, and a few of the
-//! smallest Litestream 0.5.17 vectors for both.
+//! encoding for `ltx_decode`, chains of contiguous files for `ltx_merge`, a few of the
+//! smallest Litestream 0.5.17 vectors for both, segment files written by a real vault for
+//! `segment_record`, and request sequences over every endpoint for `http_router`.
 //!
 //! Run from anywhere with `cargo run --manifest-path fuzz/Cargo.toml --example make_corpus`.
 //! Its output is deterministic; rerun it after changing the generators and commit the result.
@@ -12,8 +13,14 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use ltxvault::clock::ManualClock;
+use ltxvault::io::engine::IoChoice;
 use ltxvault::ltx::format::HEADER_FLAG_NO_CHECKSUM;
 use ltxvault::ltx::{Checksum, Crc64, Encoder, Format, Header, PageNo, TxId, Version, database_checksum};
+use ltxvault::segment::scan;
+use ltxvault::{Vault, VaultConfig};
+use ltxvault_fuzz::http::{CLUSTER_ID, Harness, Step, unparse};
+use ltxvault_fuzz::segment::{FROM_SEQ_1, LAST, RESEAL, check_segment};
 use ltxvault_fuzz::{check_decode, check_merge, join};
 
 /// A database image that files are applied to, so that chains carry real checksums: a merge
@@ -305,12 +312,159 @@ fn merge_seeds(fixtures: &Path) -> Vec<(String, Vec<u8>)> {
     seeds
 }
 
-/// Replaces the `*.ltx` / `*.bin` files of `dir` with `seeds`.
+/// Segment files written by a real vault: LiteFS-style uploads, Litestream files and a
+/// deletion (a tombstone), in 4 KiB segments so the log rotates. Each is cut just past its
+/// last record (the zeros after it say nothing new) and prefixed with a control byte.
+fn segment_seeds(fixtures: &Path) -> Vec<(String, Vec<u8>)> {
+    let dir = std::env::temp_dir().join(format!("ltxvault-make-corpus-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    let config = VaultConfig {
+        io: IoChoice::Std,
+        segment_bytes: 4 << 10,
+        background_compaction: false,
+        ..VaultConfig::default()
+    };
+    let vault = Vault::open_with_clock(&dir, config, ManualClock::new(1_765_000_000_000)).expect("open a vault");
+    let files = chain(
+        512,
+        &[
+            Spec::new(V1, 512, 3, (1, 1), &[1, 2, 3]),
+            Spec::new(V1, 512, 5, (2, 3), &[2, 5]),
+            Spec::new(V1_LZ4, 512, 2, (4, 4), &[1]),
+        ],
+    );
+    for file in &files {
+        vault.ingest("prod", "app.db", file.clone()).expect("ingest a seed file");
+    }
+    for n in 1..=3 {
+        let name = format!("pg1024/ltx/0/{n:016x}-{n:016x}.ltx");
+        let bytes = fs::read(fixtures.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        vault.ingest("prod", "lite.db", bytes).expect("ingest a Litestream file");
+    }
+    vault.delete_database("prod", "app.db").expect("delete");
+    vault.ingest("prod", "app.db", files[0].clone()).expect("ingest after the deletion");
+    vault.close().expect("close the vault");
+    let read = |id: u64| fs::read(dir.join(format!("l0/{id:016x}.seg"))).expect("read a segment");
+    let last_id =
+        (2..).take_while(|id| dir.join(format!("l0/{id:016x}.seg")).exists()).last().expect("the log rotated");
+    let (first, last) = (read(1), read(last_id));
+    let _ = fs::remove_dir_all(&dir);
+    let trim = |mut bytes: Vec<u8>, id: u64, is_last: bool, seq: Option<u64>| {
+        let tail = scan(&bytes, id, is_last, seq).expect("a segment the vault wrote scans").tail as usize;
+        bytes.truncate(tail + 64);
+        bytes
+    };
+    let first = trim(first, 1, false, None);
+    let last = trim(last, last_id, true, None);
+    let with = |ctrl: u8, bytes: &[u8]| [&[ctrl][..], bytes].concat();
+    // A torn tail: the last record's payload half written.
+    let records = scan(&last, last_id, true, None).expect("scan").records;
+    let (at, header) = records.last().expect("the last segment has records");
+    let mut torn = last.clone();
+    let cut = *at as usize + header.header_len() + header.payload_len as usize / 2;
+    torn[cut..].fill(0);
+    vec![
+        ("sealed.bin".to_string(), with(FROM_SEQ_1, &first)),
+        ("sealed-resealed.bin".to_string(), with(RESEAL | FROM_SEQ_1, &first)),
+        ("last.bin".to_string(), with(LAST, &last)),
+        ("last-resealed.bin".to_string(), with(LAST | RESEAL, &last)),
+        ("last-torn.bin".to_string(), with(LAST | RESEAL, &torn)),
+    ]
+}
+
+/// Builds one step of an HTTP seed.
+fn step(line: &str, headers: &[(&str, &str)], body: &str) -> Step {
+    let (open, line) = match line.strip_prefix('!') {
+        Some(rest) => (true, rest),
+        None => (false, line),
+    };
+    let (method, target) = line.split_once(' ').unwrap_or((line, ""));
+    Step {
+        open,
+        method: method.into(),
+        target: target.into(),
+        headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// Request sequences that reach every endpoint, most of them with success, some refused.
+fn http_seeds() -> Vec<(String, Vec<u8>)> {
+    let t1 = [("Authorization", "$T1"), ("Litefs-Cluster-Id", CLUSTER_ID)];
+    let t2 = [("Authorization", "$T2")];
+    let admin = [("Authorization", "$TA")];
+    let open = [("Authorization", "cluster c3")];
+    let seeds: Vec<(&str, Vec<Step>)> = vec![
+        (
+            "reads.txt",
+            vec![
+                step("GET /pos", &t1, ""),
+                step("GET /dbs", &t1, ""),
+                step("GET /db/info?db=fs", &t2, ""),
+                step("GET /db/snapshot?db=lite", &t1, ""),
+                step("GET /db/snapshot?db=lite&format=sqlite&txid=3", &t1, ""),
+                step("GET /pos?cluster=c2", &admin, ""),
+            ],
+        ),
+        (
+            "litestream-uploads.txt",
+            vec![
+                step("POST /db/tx?db=lite", &t1, "$U0"),
+                step("POST /db/tx?db=lite", &[("Authorization", "$T1"), ("Fuzz-Chunks", "3")], "$U1"),
+                step("GET /db/snapshot?db=lite&txid=5", &t1, ""),
+            ],
+        ),
+        (
+            "litefs-uploads-compact-restore.txt",
+            vec![
+                step("POST /db/tx?db=fs", &t2, "$U2"),
+                step("POST /db/tx?db=fs", &t2, "$U3"),
+                step("COMPACT /", &[], ""),
+                step("GET /db/restore/check?db=fs&txid=2", &t2, ""),
+                step("POST /db/restore?db=fs&timestamp=2025-12-06T04:46:42Z", &t2, ""),
+                step("GET /db/snapshot?db=fs", &t2, ""),
+            ],
+        ),
+        (
+            "open-create-delete.txt",
+            vec![
+                step("!POST /db/tx?db=new", &open, "$U4"),
+                step("!POST /db/tx?db=other", &open, "$U5"),
+                step("!GET /pos?cluster=c3", &[], ""),
+                step("!DELETE /db?db=new&cluster=c3", &[], ""),
+                step("RETAIN /", &[], ""),
+            ],
+        ),
+        (
+            "upload-and-clones.txt",
+            vec![
+                step("POST /db/upload?db=up", &t2, "$S"),
+                step("POST /db/clone?db=fs&to_db=fs2", &t2, ""),
+                step("POST /cluster/clone?cluster=c1&to_cluster=c2", &admin, ""),
+            ],
+        ),
+        (
+            "refused.txt",
+            vec![
+                step("POST /db/tx?db=fs", &t1, "$U2 @120=ff"),
+                step("POST /db/tx?db=lite", &[("Authorization", "$T1"), ("Fuzz-Cut", "1")], "$U0"),
+                step("POST /db/tx?db=lite", &[("Authorization", "$T1x")], "$U0 #200"),
+                step("POST /db/tx?db=lite", &[("Authorization", "$T1"), ("Content-Length", "999999999")], "$U0"),
+                step("GET /db/snapshot?db=fs&txid=99&cluster=c2", &t1, ""),
+                step("POST /db/restore?db=fs", &t1, ""),
+                step("PUT /db/tx?db=fs", &t1, ""),
+            ],
+        ),
+    ];
+    seeds.into_iter().map(|(name, steps)| (name.to_string(), unparse(&steps))).collect()
+}
+
+/// Replaces the `*.ltx` / `*.bin` / `*.txt` files of `dir` with `seeds`.
 fn write_dir(dir: &Path, seeds: &[(String, Vec<u8>)]) {
     fs::create_dir_all(dir).expect("create seed directory");
     for entry in fs::read_dir(dir).expect("read seed directory") {
         let path = entry.expect("seed directory entry").path();
-        if path.extension().is_some_and(|e| e == "ltx" || e == "bin") {
+        if path.extension().is_some_and(|e| e == "ltx" || e == "bin" || e == "txt") {
             fs::remove_file(&path).expect("remove old seed");
         }
     }
@@ -342,8 +496,32 @@ fn main() {
             panic!("merge seed {name} does not merge: {e}");
         }
     }
+    let segment = segment_seeds(&fixtures);
+    for (name, bytes) in &segment {
+        let scanned = check_segment(bytes).unwrap_or_else(|e| panic!("segment seed {name} does not scan: {e:?}"));
+        assert!(!scanned.records.is_empty(), "segment seed {name} has no records");
+    }
+    let http = http_seeds();
+    let dir = std::env::temp_dir().join(format!("ltxvault-make-corpus-http-{}", std::process::id()));
+    let harness = Harness::new(&dir);
+    for (name, bytes) in &http {
+        for exchange in harness.run(bytes) {
+            assert!(exchange.status.is_some(), "http seed {name}: {} was not sent", exchange.request);
+        }
+    }
+    drop(harness);
+    let _ = fs::remove_dir_all(&dir);
     write_dir(&fuzz.join("seeds/ltx_decode"), &decode);
     write_dir(&fuzz.join("seeds/ltx_merge"), &merge);
-    let total: usize = decode.iter().chain(&merge).map(|(_, b)| b.len()).sum();
-    println!("wrote {} decode and {} merge seeds, {total} bytes", decode.len(), merge.len());
+    write_dir(&fuzz.join("seeds/segment_record"), &segment);
+    write_dir(&fuzz.join("seeds/http_router"), &http);
+    let all = [&decode, &merge, &segment, &http];
+    let total: usize = all.iter().flat_map(|s| s.iter()).map(|(_, b)| b.len()).sum();
+    println!(
+        "wrote {} decode, {} merge, {} segment and {} http seeds, {total} bytes",
+        decode.len(),
+        merge.len(),
+        segment.len(),
+        http.len()
+    );
 }

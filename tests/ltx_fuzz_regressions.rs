@@ -2,11 +2,11 @@
 //! targets run, on stable and without cargo-fuzz, so CI catches a codec regression that
 //! fuzzing once found.
 //!
-//! The checks are `fuzz/src/lib.rs`, included as a module rather than copied, so a replay
+//! The checks are `fuzz/src/ltx.rs`, included as a module rather than copied, so a replay
 //! here asserts exactly the invariants the fuzzer asserted. A finding whose codec fix has
 //! not landed yet gets `#[ignore = "codec bug: …"]` until it does.
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../fuzz/src/ltx.rs"]
 mod harness;
 
 use std::fs;

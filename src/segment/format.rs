@@ -142,6 +142,10 @@ impl SegmentHeader {
         if version != SEGMENT_VERSION {
             return Err(format!("segment format version {version}, this build reads {SEGMENT_VERSION}"));
         }
+        let reserved = [SEG_RESERVED_OFFSET..SEG_ID_OFFSET, SEG_CREATED_OFFSET + 8..SEG_CHECKSUM_OFFSET];
+        if reserved.into_iter().any(|r| b[r].iter().any(|&x| x != 0)) {
+            return Err("segment header reserved bytes are not zero".into());
+        }
         Ok(SegmentHeader { id: le_u64(b, SEG_ID_OFFSET), created_ms: le_u64(b, SEG_CREATED_OFFSET) as i64 })
     }
 }
@@ -271,6 +275,9 @@ impl RecordHeader {
             payload_len: le_u64(fixed, REC_PAYLOAD_LEN_OFFSET),
             payload_xxh3: le_u64(fixed, REC_PAYLOAD_SUM_OFFSET),
         };
+        if fixed[REC_RESERVED_OFFSET] != 0 {
+            return Err("record reserved byte is not zero".into());
+        }
         if record.kind != KIND_LTX && record.kind != KIND_TOMBSTONE {
             return Err(format!("unknown record kind {}", record.kind));
         }
@@ -280,7 +287,9 @@ impl RecordHeader {
         if cluster_len == 0 || db_len == 0 || cluster_len > MAX_NAME_LEN || db_len > MAX_NAME_LEN {
             return Err("record name length out of range".into());
         }
-        if (bytes.len() as u64) < record.record_len() {
+        // Checked before `record_len` adds it to the header length, which a length near
+        // 2^64 would overflow.
+        if record.payload_len > bytes.len() as u64 || (bytes.len() as u64) < record.record_len() {
             return Err(format!("record of {} bytes runs past the end of the segment", record.record_len()));
         }
         Ok(Some(record))
@@ -297,6 +306,43 @@ impl RecordHeader {
             return Err(format!("payload checksum mismatch (stored {:016x}, computed {sum:016x})", self.payload_xxh3));
         }
         Ok(payload)
+    }
+}
+
+/// Rewrites, in place, the checksums of a segment image: the segment header's, then each
+/// record's payload and header checksums, walking records as recovery would (from the
+/// first one, while a record magic starts the next slot and its header fits). For fuzzing
+/// only: mutated bytes would otherwise die at the first checksum and never reach the
+/// checks behind it. Stops at the first record it cannot place.
+#[doc(hidden)]
+pub fn reseal(segment: &mut [u8]) {
+    if segment.len() < SEGMENT_HEADER_SIZE {
+        return;
+    }
+    let sum = xxh3_64(&segment[..SEG_CHECKSUM_OFFSET]);
+    segment[SEG_CHECKSUM_OFFSET..SEGMENT_HEADER_SIZE].copy_from_slice(&sum.to_le_bytes());
+    let mut offset = SEGMENT_HEADER_SIZE;
+    while let Some(fixed) = segment.get(offset..offset + RECORD_FIXED_SIZE) {
+        if fixed[REC_MAGIC_OFFSET..REC_KIND_OFFSET] != RECORD_MAGIC {
+            return;
+        }
+        let header_len = RECORD_FIXED_SIZE + fixed[REC_CLUSTER_LEN_OFFSET] as usize + fixed[REC_DB_LEN_OFFSET] as usize;
+        let payload_len = le_u64(fixed, REC_PAYLOAD_LEN_OFFSET);
+        let Some(header_end) = offset.checked_add(header_len).filter(|&end| end <= segment.len()) else { return };
+        let payload_end = usize::try_from(payload_len)
+            .ok()
+            .and_then(|n| header_end.checked_add(n))
+            .filter(|&end| end <= segment.len());
+        if let Some(payload_end) = payload_end {
+            let sum = xxh3_64(&segment[header_end..payload_end]);
+            let at = offset + REC_PAYLOAD_SUM_OFFSET;
+            segment[at..at + 8].copy_from_slice(&sum.to_le_bytes());
+        }
+        let sum = header_checksum(&segment[offset..header_end]);
+        let at = offset + REC_HEADER_SUM_OFFSET;
+        segment[at..at + 8].copy_from_slice(&sum.to_le_bytes());
+        let Some(end) = payload_end else { return };
+        offset = end.next_multiple_of(RECORD_ALIGN);
     }
 }
 

@@ -11,6 +11,9 @@
 //! follows it from a later write batch: the batch was never acknowledged (acks wait for its
 //! fdatasync), so it is cut and zeroed. A bad record anywhere else, or one followed by a
 //! later batch, is damage to acknowledged data: the open fails and names file and offset.
+//! Zeros where a record should be end a segment, unless a record from a later batch follows
+//! them (damage again); in the last segment whatever non-zero bytes follow them are the
+//! rest of a torn batch whose start never reached the disk, and are cut too.
 
 pub mod format;
 
@@ -266,56 +269,116 @@ pub fn recover(fs: &Fs, dir: &Path) -> Result<Recovered> {
         let is_last = i + 1 == ids.len();
         let path = segment_path(dir, id);
         let map = MappedFile::open(&path)?;
-        let corrupt = |offset: u64, reason: String| Error::Corrupt { file: path.clone(), offset, reason };
-        let header = SegmentHeader::decode(&map).map_err(|r| corrupt(0, r))?;
-        if header.id != id {
-            return Err(corrupt(0, format!("header says segment {:016x}", header.id)));
+        let scanned = scan(&map, id, is_last, expected_seq).map_err(|(offset, reason)| Error::Corrupt {
+            file: path.clone(),
+            offset,
+            reason,
+        })?;
+        if let Some(last) = scanned.records.last() {
+            expected_seq = Some(last.1.seq + 1);
         }
-        let mut offset = SEGMENT_HEADER_SIZE as u64;
-        loop {
-            let at = &map[offset as usize..];
-            let checked = RecordHeader::decode(at).and_then(|h| match h {
-                Some(h) if is_last => h.payload(at).map(|_| Some(h)),
-                other => Ok(other),
-            });
-            let checked = checked.and_then(|h| match (h, expected_seq) {
-                (Some(h), Some(seq)) if h.seq != seq => {
-                    Err(format!("sequence number {} where {seq} was expected", h.seq))
-                }
-                (h, _) => Ok(h),
-            });
-            match checked {
-                Ok(Some(h)) => {
-                    expected_seq = Some(h.seq + 1);
-                    let len = h.record_len();
-                    out.records.push(Found { location: Location { segment: id, offset }, header: h });
-                    offset += len;
-                }
-                Ok(None) => break,
-                Err(reason) if is_last => {
-                    if let Some(later) = later_batch_after(&map, offset) {
-                        return Err(corrupt(
-                            offset,
-                            format!(
-                                "{reason}; a later write batch at offset {later} proves this record was acknowledged"
-                            ),
-                        ));
-                    }
-                    out.torn_bytes = cut_torn_tail(fs, &path, &map, offset)?;
-                    break;
-                }
-                Err(reason) => return Err(corrupt(offset, reason)),
-            }
-        }
+        out.records.extend(
+            scanned
+                .records
+                .into_iter()
+                .map(|(offset, header)| Found { location: Location { segment: id, offset }, header }),
+        );
         if is_last {
-            out.tail = offset;
+            out.tail = scanned.tail;
+            if scanned.torn {
+                out.torn_bytes = cut_torn_tail(fs, &path, &map, scanned.tail)?;
+            }
         }
     }
     out.next_seq = expected_seq.unwrap_or(1);
     Ok(out)
 }
 
+/// What [`scan`] read from one segment.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Scan {
+    /// Every record, in order, with its offset in the segment.
+    pub records: Vec<(u64, RecordHeader)>,
+    /// Offset just past the last record: where the writer continues in the last segment.
+    pub tail: u64,
+    /// Whether the bytes from `tail` on are a torn batch that recovery must zero (last
+    /// segment only).
+    pub torn: bool,
+}
+
+/// Reads the records of one segment's bytes the way recovery does, without touching the
+/// file: the segment header (whose id must be `id`), then every record header in order,
+/// each checked, with sequence numbers counting up from `expected_seq` (from the first
+/// record when `None`). In the last segment (`is_last`) every payload is checked too, and
+/// a bad record with nothing valid from a later write batch after it ends the scan as a
+/// torn tail, as do zeros followed by anything non-zero. Any other bad record, and zeros
+/// followed by a record of a later write batch, is an error: its offset and what is wrong.
+pub fn scan(
+    segment: &[u8],
+    id: u64,
+    is_last: bool,
+    mut expected_seq: Option<u64>,
+) -> std::result::Result<Scan, (u64, String)> {
+    let header = SegmentHeader::decode(segment).map_err(|r| (0, r))?;
+    if header.id != id {
+        return Err((0, format!("header says segment {:016x}", header.id)));
+    }
+    let mut out = Scan { records: Vec::new(), tail: SEGMENT_HEADER_SIZE as u64, torn: false };
+    let mut offset = SEGMENT_HEADER_SIZE as u64;
+    loop {
+        let at = &segment[offset as usize..];
+        let checked = RecordHeader::decode(at).and_then(|h| match h {
+            Some(h) if is_last => h.payload(at).map(|_| Some(h)),
+            other => Ok(other),
+        });
+        let checked = checked.and_then(|h| match (h, expected_seq) {
+            (Some(h), Some(seq)) if h.seq != seq => Err(format!("sequence number {} where {seq} was expected", h.seq)),
+            (h, _) => Ok(h),
+        });
+        match checked {
+            Ok(Some(h)) => {
+                expected_seq = Some(h.seq + 1);
+                let len = h.record_len();
+                out.records.push((offset, h));
+                offset += len;
+            }
+            Ok(None) => {
+                // Zeros where a record should be: the end of what was written, unless a
+                // record from a later write batch follows. That batch was written only after
+                // this one was synced and acknowledged, so the zeros are damage.
+                if let Some(later) = later_batch_after(segment, offset) {
+                    return Err((
+                        offset,
+                        format!(
+                            "no record here, but a later write batch at offset {later} proves records were acknowledged after it"
+                        ),
+                    ));
+                }
+                // What is left after the end in the last segment is a batch torn so that its
+                // start never reached the disk: cut it, or a record written here later could
+                // end right before a stale one and bring it back at the next open.
+                out.torn = is_last && segment[offset as usize..].iter().any(|&b| b != 0);
+                break;
+            }
+            Err(reason) if is_last => {
+                if let Some(later) = later_batch_after(segment, offset) {
+                    return Err((
+                        offset,
+                        format!("{reason}; a later write batch at offset {later} proves this record was acknowledged"),
+                    ));
+                }
+                out.torn = true;
+                break;
+            }
+            Err(reason) => return Err((offset, reason)),
+        }
+    }
+    out.tail = offset;
+    Ok(out)
+}
+
 /// Looks for a valid record header after `bad` that belongs to a batch starting after it.
+/// Steps through every aligned offset of the rest of the segment: at open, once per segment.
 fn later_batch_after(segment: &[u8], bad: u64) -> Option<u64> {
     let mut at = bad as usize + RECORD_ALIGN;
     while at + RECORD_MAGIC.len() <= segment.len() {
