@@ -44,7 +44,8 @@ pub fn init_logging(format: LogFormat, default_filter: &str) {
     let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
     // `try_init`: a second call (tests running commands in one process) keeps the first.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        // Colours for a terminal only: a log file or journald would keep the escapes.
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
 }
