@@ -273,8 +273,9 @@ pub struct Compactor {
     pub clock: std::sync::Arc<dyn crate::clock::Clock>,
     /// One pass of a level at a time (a compactor thread and `compact_now` may both run).
     pub passes: Vec<std::sync::Mutex<()>>,
-    /// Corruption found while compacting (an L3 image whose checksum does not match).
-    pub corruptions: std::sync::atomic::AtomicU64,
+    /// The vault's metrics: bytes and pieces written per level, failures, corruption found
+    /// (an L3 image whose checksum does not match).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Compactor {
@@ -291,8 +292,9 @@ impl Compactor {
             match self.run_level_of(level, interval, &key) {
                 Ok(n) => written += n,
                 Err(e) => {
+                    self.metrics.compaction_failed(level);
                     if matches!(e, Error::Corrupt { .. }) {
-                        self.corruptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.metrics.corruption_found("compaction");
                     }
                     tracing::error!(level, cluster = %key.cluster, db = %key.db, error = %e, "compaction failed; the level is not advanced");
                     first_error.get_or_insert(e);
@@ -341,6 +343,7 @@ impl Compactor {
                 _ => run.min_txid.follows(last.max_txid),
             };
             if list.last().is_none_or(extends) {
+                self.metrics.compacted(level, run.bytes);
                 list.push(run);
                 written += 1;
             } else if let Some(path) = run.path() {

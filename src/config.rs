@@ -1,12 +1,12 @@
 //! The configuration file: one TOML file whose keys map onto [`VaultConfig`].
 //!
 //! ```toml
-//! [storage]    io, segment_size
+//! [storage]    io, segment_size, min_free
 //! [ingest]     queue_capacity, max_batch, max_upload, enqueue_timeout
 //! [levels]     l1_window, l2_window, l3_window, grace
 //! [retention]  l0, l1, l2, l3, every
-//! [server]     listen, auth, max_body, max_uploads, max_connections, header_timeout,
-//!              body_idle_timeout, body_timeout, shutdown_grace
+//! [server]     listen, auth, cluster_id, metrics, max_body, max_uploads, max_connections,
+//!              header_timeout, body_idle_timeout, body_timeout, shutdown_grace
 //! ```
 //!
 //! Every key is optional: a missing key keeps the value of the configuration it is applied
@@ -75,6 +75,30 @@ pub struct ServerSection {
     pub shutdown_grace: Option<Millis>,
     /// Whether the first `Litefs-Cluster-Id` binds a cluster.
     pub cluster_id: Option<ClusterIdChoice>,
+    /// Who may read `GET /metrics`.
+    pub metrics: Option<MetricsAccess>,
+}
+
+/// Who may read `GET /metrics`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    /// Anyone who can reach the listen address (what Prometheus scrapers expect).
+    #[default]
+    Open,
+    /// Only requests with an admin token (`ltxvault token create --admin`), as
+    /// `Authorization: Bearer TOKEN` or the bare token; needs `auth = "tokens"`.
+    Admin,
+}
+
+impl MetricsAccess {
+    /// The value as the file writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricsAccess::Open => "open",
+            MetricsAccess::Admin => "admin",
+        }
+    }
 }
 
 /// Whether `serve` binds each cluster to the LiteFS cluster id it is first written with.
@@ -109,6 +133,8 @@ pub struct ServerSettings {
     pub auth: AuthChoice,
     /// Whether clusters bind to their LiteFS cluster id.
     pub cluster_id: ClusterIdChoice,
+    /// Who may read `GET /metrics`.
+    pub metrics: MetricsAccess,
     /// Limits and timeouts.
     pub limits: crate::server::Limits,
 }
@@ -119,6 +145,7 @@ impl Default for ServerSettings {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 2200)),
             auth: AuthChoice::Tokens,
             cluster_id: ClusterIdChoice::Bind,
+            metrics: MetricsAccess::Open,
             limits: crate::server::Limits::default(),
         }
     }
@@ -132,6 +159,8 @@ pub struct StorageSection {
     pub io: Option<IoChoice>,
     /// Size of one L0 log segment file.
     pub segment_size: Option<Bytes>,
+    /// Free space below which the vault is not ready.
+    pub min_free: Option<Bytes>,
 }
 
 /// `[ingest]`.
@@ -340,6 +369,9 @@ impl ConfigFile {
         if let Some(Bytes(n)) = storage.segment_size {
             config.segment_bytes = n;
         }
+        if let Some(Bytes(n)) = storage.min_free {
+            config.min_free_bytes = n;
+        }
         if let Some(n) = ingest.queue_capacity {
             config.queue_capacity = n;
         }
@@ -384,9 +416,13 @@ impl ConfigFile {
             body_timeout,
             shutdown_grace,
             cluster_id,
+            metrics,
         } = &self.server;
         if let Some(choice) = cluster_id {
             settings.cluster_id = *choice;
+        }
+        if let Some(access) = metrics {
+            settings.metrics = *access;
         }
         let limits = &mut settings.limits;
         if let Some(listen) = listen {
@@ -572,6 +608,9 @@ pub fn example(config: &VaultConfig, server: &ServerSettings) -> String {
     line(format!("io = \"{}\"", io_name(config.io)));
     line("# Size of one L0 log segment file (an upload larger than this gets a segment of its own).".into());
     line(format!("segment_size = \"{}\"", format_size_bytes(config.segment_bytes)));
+    line("# Free space the vault's file system must keep for `GET /readyz` to answer 200 (an".into());
+    line("# alarm before the disk fills; writes are not refused below it).".into());
+    line(format!("min_free = \"{}\"", format_size_bytes(config.min_free_bytes)));
     line(String::new());
     line("[ingest]".into());
     line("# Uploads that may wait in the ingest queue.".into());
@@ -623,6 +662,9 @@ pub fn example(config: &VaultConfig, server: &ServerSettings) -> String {
             ClusterIdChoice::Off => "off",
         }
     ));
+    line("# Who may read GET /metrics: \"open\" (anyone who reaches the listen address) or \"admin\"".into());
+    line("# (an admin token, as `Authorization: Bearer TOKEN`; needs auth \"tokens\").".into());
+    line(format!("metrics = \"{}\"", server.metrics.name()));
     line("# Largest request body; a larger upload is refused (413).".into());
     line(format!("max_body = \"{}\"", format_size_bytes(limits.max_body_bytes)));
     line("# Uploads handled at once; more wait for a slot.".into());
@@ -659,6 +701,7 @@ mod tests {
             compaction_grace_ms: 3,
             background_compaction: false,
             faults: None,
+            min_free_bytes: 3,
         }
     }
 
@@ -682,6 +725,7 @@ mod tests {
             compaction_grace_ms,
             background_compaction: _, // Not a file setting: each command decides it.
             faults: _,                // Not a file setting: tests inject faults.
+            min_free_bytes,
         } = parsed;
         assert_eq!(io, defaults.io);
         assert_eq!(segment_bytes, defaults.segment_bytes);
@@ -693,6 +737,7 @@ mod tests {
         assert_eq!(retention_ms, defaults.retention_ms);
         assert_eq!(retention_every, defaults.retention_every);
         assert_eq!(compaction_grace_ms, defaults.compaction_grace_ms);
+        assert_eq!(min_free_bytes, defaults.min_free_bytes);
     }
 
     #[test]
@@ -701,6 +746,7 @@ mod tests {
         for line in [
             "io = \"auto\"",
             "segment_size = \"64MiB\"",
+            "min_free = \"1GiB\"",
             "queue_capacity = 1024",
             "max_batch = \"16MiB\"",
             "max_upload = \"1GiB\"",
@@ -739,6 +785,7 @@ mod tests {
             listen: "10.0.0.1:1".parse().unwrap(),
             auth: AuthChoice::None,
             cluster_id: ClusterIdChoice::Off,
+            metrics: MetricsAccess::Admin,
             limits: crate::server::Limits {
                 max_body_bytes: 3,
                 max_concurrent_uploads: 3,
@@ -753,6 +800,7 @@ mod tests {
         assert_eq!(parsed.listen, defaults.listen);
         assert_eq!(parsed.auth, defaults.auth);
         assert_eq!(parsed.cluster_id, defaults.cluster_id);
+        assert_eq!(parsed.metrics, defaults.metrics);
         let crate::server::Limits {
             max_body_bytes,
             max_concurrent_uploads,

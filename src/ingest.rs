@@ -115,6 +115,8 @@ pub(crate) struct LogWriter {
     pub limits: WriterLimits,
     pub poison: Arc<Poison>,
     pub clock: Arc<dyn Clock>,
+    /// Batch sizes and write+fdatasync times go here.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The active segment: id, open file, size, next free offset.
     pub active: Option<(u64, File, u64, u64)>,
     pub next_seq: u64,
@@ -198,10 +200,14 @@ impl LogWriter {
                 }
             }
             let dir = &self.dir;
+            let started = std::time::Instant::now();
             let result = self.fs.log_write_and_sync(&mut *self.engine, file, start, &bufs, || segment_path(dir, *id));
+            self.metrics.log_sync.observe_duration(started.elapsed());
             drop(bufs);
             match result {
                 Ok(()) => {
+                    self.metrics.batch_records.observe(count as u64);
+                    self.metrics.batch_bytes.observe(end - start);
                     let mut offset = start;
                     for request in group {
                         let location = Location { segment: *id, offset };

@@ -18,6 +18,7 @@ pub mod import;
 pub mod ingest;
 pub mod io;
 pub mod ltx;
+pub mod metrics;
 pub mod names;
 pub mod report;
 pub mod restore;

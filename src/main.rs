@@ -7,14 +7,6 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // Logs go to stderr, filtered by RUST_LOG (default: warnings and errors only, so that
-    // command output stays clean; `serve` will log more).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    // Logging (stderr, RUST_LOG, --log-format) is set up by `run` once it knows the command.
     ltxvault::cli::run()
 }

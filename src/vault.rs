@@ -12,8 +12,10 @@
 //! ```
 
 mod delete;
+mod observe;
 mod ops;
 
+pub use observe::Health;
 pub use ops::{CloneReport, InPlace, Point, SnapshotFormat, SnapshotInfo};
 
 use std::fs::File;
@@ -41,6 +43,7 @@ use crate::ingest::{
 use crate::io::engine::{IoChoice, IoEngine, open_engine};
 use crate::io::{FaultPlan, Fs, MappedFile, TempFile};
 use crate::ltx::{Checksum, Decoder, Header, PageNo, Trailer, TxId, database_file_checksum, page_checksum};
+use crate::metrics::{Metrics, RestoreKind};
 use crate::names;
 use crate::restore::{self, Plan, Target};
 use crate::segment::format::{KIND_LTX, KIND_TOMBSTONE, RecordHeader};
@@ -77,6 +80,10 @@ pub struct VaultConfig {
     /// Tests only: asked before every durable file-system operation of this vault whether
     /// it fails (see `io::fs`). `None` in production.
     pub faults: Option<Arc<dyn FaultPlan>>,
+    /// Free space the vault's file system must keep for the vault to call itself ready
+    /// ([`Vault::health`], `GET /readyz`). Writes are not refused below it; it is the
+    /// alarm before the disk fills.
+    pub min_free_bytes: u64,
 }
 
 impl VaultConfig {
@@ -102,6 +109,7 @@ impl Default for VaultConfig {
             compaction_grace_ms: DEFAULT_GRACE_MS,
             background_compaction: true,
             faults: None,
+            min_free_bytes: 1 << 30,
         }
     }
 }
@@ -189,6 +197,7 @@ pub struct Vault {
     engine_note: String,
     /// Numbers the scratch files under `<dir>/tmp/`.
     scratch_seq: AtomicU64,
+    metrics: Arc<Metrics>,
     _lock: File,
 }
 
@@ -224,13 +233,14 @@ impl Vault {
         fs.remove_dir_all(&scratch_dir)?;
         fs.make_dir(&scratch_dir)?;
 
+        let metrics = Arc::new(Metrics::new(config.level_intervals_ms.len()));
         let recovered = recover(&fs, &log_dir)?;
         let segments = Arc::new(Segments::new(&fs, &log_dir));
         let catalog = Arc::new(Catalog::default());
         let levels_dir = dir.join("levels");
         fs.make_dir(&levels_dir)?;
         let tombstones = delete::recover_tombstones(&fs, dir, &recovered.records, &catalog)?;
-        load_levels(&fs, &levels_dir, &catalog, &sums_dir)?;
+        load_levels(&fs, &levels_dir, &catalog, &sums_dir, &metrics)?;
         for (i, found) in recovered.records.iter().enumerate() {
             let h = &found.header;
             let key = DbKey { cluster: h.cluster.clone(), db: h.db.clone() };
@@ -238,7 +248,7 @@ impl Vault {
             if h.kind == KIND_TOMBSTONE || tombstones.get(&key).is_some_and(|&at| i < at) {
                 continue;
             }
-            let state = catalog.get_or_create(&key, || new_state(&fs, &sums_dir, &key))?;
+            let state = catalog.get_or_create(&key, || new_state(&fs, &sums_dir, &key, &metrics))?;
             let mut state = lock(&state);
             let continues = match state.runs.last() {
                 Some(last) => h.min_txid.follows(last.max_txid) && h.pre_apply == last.post_apply,
@@ -327,6 +337,7 @@ impl Vault {
             },
             poison: poison.clone(),
             clock: clock.clone(),
+            metrics: metrics.clone(),
             active,
             next_seq: recovered.next_seq,
             spare: None,
@@ -340,7 +351,7 @@ impl Vault {
             grace_ms: config.compaction_grace_ms,
             clock: clock.clone(),
             passes: config.level_intervals_ms.iter().map(|_| Mutex::new(())).collect(),
-            corruptions: Default::default(),
+            metrics: metrics.clone(),
         });
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let mut compactor_threads = Vec::new();
@@ -391,6 +402,7 @@ impl Vault {
             clock,
             engine_note,
             scratch_seq: AtomicU64::new(0),
+            metrics,
             _lock: lock_file,
         })
     }
@@ -436,10 +448,16 @@ impl Vault {
         .run()
     }
 
-    /// Corruption the compactors have found since the vault opened (an image whose database
-    /// checksum does not match the one recorded for its last transaction).
+    /// Damaged data found since the vault opened: by the compactors (an image whose
+    /// database checksum does not match the one recorded for its last transaction) or by a
+    /// restore (a check of an input or of the result failed).
     pub fn corruptions(&self) -> u64 {
-        self.compactor.corruptions.load(std::sync::atomic::Ordering::Relaxed)
+        self.metrics.corruptions()
+    }
+
+    /// The vault's metrics (see `metrics`); [`Vault::metrics_text`] writes them out.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Why the vault is poisoned, if it is.
@@ -458,6 +476,7 @@ impl Vault {
     /// the vault writes itself (a restore in place, an uploaded SQLite file, a clone): they
     /// carry every page of a database, whose size the limit is not about.
     fn ingest_with_limit(&self, cluster: &str, db: &str, payload: Payload, limit: Option<u64>) -> Result<Ack> {
+        let started = std::time::Instant::now();
         if let Some(reason) = self.poison.reason() {
             return Err(Error::Poisoned(reason));
         }
@@ -483,7 +502,7 @@ impl Vault {
         // A database deleted between fetching its state and locking it is fetched again:
         // the deletion took it out of the catalog before it let go of the lock.
         let (state, done, accepted) = loop {
-            let state = self.catalog.get_or_create(&key, || new_state(&self.fs, &sums_dir, &key))?;
+            let state = self.catalog.get_or_create(&key, || new_state(&self.fs, &sums_dir, &key, &self.metrics))?;
             let queued = {
                 let mut guard = lock(&state);
                 if guard.deleted {
@@ -514,6 +533,9 @@ impl Vault {
             source: Source::Log(loc),
             level: 0,
         });
+        state.counters.uploads.inc();
+        state.counters.bytes.inc_by(bytes.len() as u64);
+        self.metrics.ingest_latency.observe_duration(started.elapsed());
         Ok(Ack { position: Position { txid: header.max_txid, checksum: post_apply }, hwm: state.hwm })
     }
 
@@ -763,6 +785,21 @@ impl Vault {
         force: bool,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<RestoreSummary> {
+        let started = std::time::Instant::now();
+        let result = self.restore_to_file(cluster, db, target, out, force, progress);
+        self.metrics.restore_done(RestoreKind::Restore, started.elapsed(), &result);
+        result
+    }
+
+    fn restore_to_file(
+        &self,
+        cluster: &str,
+        db: &str,
+        target: Target,
+        out: &Path,
+        force: bool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<RestoreSummary> {
         // Retention waits until this restore has read its inputs.
         let _reading = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let (plan, page_size) = self.plan_restore(cluster, db, target)?;
@@ -841,7 +878,7 @@ fn run_of(h: &RecordHeader, location: Location) -> Run {
 }
 
 /// A fresh state for a database, with its page-checksum map opened.
-fn new_state(fs: &Fs, sums_dir: &Path, key: &DbKey) -> Result<DbState> {
+fn new_state(fs: &Fs, sums_dir: &Path, key: &DbKey, metrics: &Metrics) -> Result<DbState> {
     let (sums, clean_point) = PageSums::open(fs, &sums_path(sums_dir, key), &key.cluster, &key.db)?;
     Ok(DbState {
         levels: vec![Vec::new(); DEFAULT_LEVEL_INTERVALS_MS.len()],
@@ -856,6 +893,7 @@ fn new_state(fs: &Fs, sums_dir: &Path, key: &DbKey) -> Result<DbState> {
         runs: Vec::new(),
         sums,
         deleted: false,
+        counters: metrics.cluster_counters(&key.cluster),
     })
 }
 
@@ -1072,7 +1110,7 @@ fn pieces_of(state: &DbState) -> Vec<Run> {
 /// an interrupted compaction are removed, and so is a database directory that a failed or
 /// interrupted `ensure_db_dir` left without its NAME and without level files; a level
 /// whose files do not follow each other fails the open.
-fn load_levels(fs: &Fs, levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<()> {
+fn load_levels(fs: &Fs, levels_dir: &Path, catalog: &Catalog, sums_dir: &Path, metrics: &Metrics) -> Result<()> {
     let entries = std::fs::read_dir(levels_dir).map_err(|e| Error::io(format!("list {}", levels_dir.display()), e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(format!("list {}", levels_dir.display()), e))?;
@@ -1123,7 +1161,7 @@ fn load_levels(fs: &Fs, levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -
             found.push(run);
         }
         found.sort_by_key(|r| (r.level, r.min_txid, r.max_txid));
-        let state = catalog.get_or_create(&key, || new_state(fs, sums_dir, &key))?;
+        let state = catalog.get_or_create(&key, || new_state(fs, sums_dir, &key, metrics))?;
         let mut state = lock(&state);
         page_sizes.dedup();
         match page_sizes[..] {

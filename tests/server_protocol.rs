@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::http::{Body, Reply, request};
 use ltxvault::io::engine::IoChoice;
 use ltxvault::ltx::{Checksum, Decoder, Encoder, Format, Header, PageNo, TxId};
-use ltxvault::server::{AuthMode, ClusterIdPolicy, Limits};
+use ltxvault::server::{AuthMode, ClusterIdPolicy, Limits, MetricsAccess};
 use ltxvault::{Vault, VaultConfig};
 
 /// A server on a loopback port over a vault in a temporary directory; stopped (and the
@@ -39,7 +39,7 @@ fn start_with(dir: &std::path::Path, auth: AuthMode, ids: ClusterIdPolicy, limit
         runtime
             .block_on(async {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                ltxvault::server::run(listener, vault.clone(), auth, ids, limits, async {
+                ltxvault::server::run(listener, vault.clone(), auth, ids, MetricsAccess::Open, limits, async {
                     let _ = stopped.await;
                 })
                 .await

@@ -139,6 +139,9 @@ pub struct DbState {
     /// leaves the catalog: a thread that fetched the state earlier and locks it only now
     /// must not use it (ingest fetches the database again, readers report it missing).
     pub deleted: bool,
+    /// The ingest counters of the database's cluster, so an upload adds to them without a
+    /// lookup.
+    pub counters: crate::metrics::ClusterCounters,
 }
 
 impl DbState {

@@ -10,14 +10,44 @@ mod vault_cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// ltxvault: a point-in-time backup vault for SQLite databases replicated as LTX files.
 #[derive(Parser, Debug)]
 #[command(name = "ltxvault", version, about, long_about = None)]
 pub struct Cli {
+    /// Format of the log on stderr: `text` for people, `json` (one object per line) for log
+    /// collectors. What is logged is set by RUST_LOG (default: `info` for `serve`, `warn`
+    /// for the other commands).
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The values of `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, for people.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the event's
+    /// fields.
+    Json,
+}
+
+/// Sends `tracing` events to stderr in `format`, filtered by RUST_LOG, or by
+/// `default_filter` when RUST_LOG is unset or invalid. No event carries a token: requests
+/// are logged by method, route, status and time, never by their headers.
+pub fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    // `try_init`: a second call (tests running commands in one process) keeps the first.
+    let _ = match format {
+        // Colours for a terminal only: a log file or journald would keep the escapes.
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,6 +112,11 @@ enum Command {
 /// print as one line on stderr.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    // `serve` is a long-running service whose operators want to see it work; the other
+    // commands print their results and log only what went wrong.
+    let default_filter = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    init_logging(cli.log_format, default_filter);
+    let log_format = cli.log_format;
     let result = match cli.command {
         Command::Ltx { command } => ltx_cmd::run(command),
         Command::Bench { command } => bench_cmd::run(command),
@@ -98,7 +133,11 @@ pub fn run() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("ltxvault: {err}");
+            match log_format {
+                LogFormat::Text => eprintln!("ltxvault: {err}"),
+                // A collector reading JSON lines gets the failure as one more event.
+                LogFormat::Json => tracing::error!(error = %err, "command failed"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::vault_cmd::ConfigArgs;
-use crate::config::{AuthChoice, ClusterIdChoice, ServerSettings};
+use crate::config::{AuthChoice, ClusterIdChoice, MetricsAccess, ServerSettings};
 use crate::error::{Error, Result};
 use crate::server::{AuthMode, ClusterIdPolicy};
 use crate::vault::Vault;
@@ -31,6 +31,10 @@ pub(crate) struct ServeArgs {
     /// the header [default: bind, or server.cluster_id].
     #[arg(long, value_enum)]
     pub cluster_id: Option<ClusterIdChoice>,
+    /// Who may read GET /metrics: `open` (anyone who reaches the listen address) or
+    /// `admin` (an admin token) [default: open, or server.metrics].
+    #[arg(long, value_enum)]
+    pub metrics: Option<MetricsAccess>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -42,6 +46,12 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode> {
     settings.listen = args.listen.unwrap_or(settings.listen);
     settings.auth = args.auth.unwrap_or(settings.auth);
     settings.cluster_id = args.cluster_id.unwrap_or(settings.cluster_id);
+    settings.metrics = args.metrics.unwrap_or(settings.metrics);
+    if settings.metrics == MetricsAccess::Admin && settings.auth == AuthChoice::None {
+        return Err(Error::Invalid(
+            "--metrics admin (server.metrics = \"admin\") needs --auth tokens: without tokens there is no admin".into(),
+        ));
+    }
     let vault = Arc::new(Vault::open(&args.data, config)?);
     let auth = match settings.auth {
         AuthChoice::None => {
@@ -73,13 +83,19 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode> {
             .await
             .map_err(|e| Error::io(format!("listen on {}", settings.listen), e))?;
         let local = listener.local_addr().map_err(|e| Error::io("read the listening address", e))?;
-        tracing::info!(listen = %local, data = %args.data.display(), "serving");
-        eprintln!("ltxvault: serving {} on http://{local}", args.data.display());
+        tracing::info!(
+            listen = %local,
+            data = %args.data.display(),
+            io = vault.io_engine(),
+            metrics = settings.metrics.name(),
+            "serving on http://{local}"
+        );
         crate::server::run(
             listener,
             vault.clone(),
             auth,
             cluster_ids,
+            settings.metrics,
             settings.limits.clone(),
             crate::server::signals(),
         )
@@ -90,6 +106,6 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode> {
         Arc::try_unwrap(vault).map_err(|_| Error::Invalid("requests still hold the vault at shutdown".into()))?;
     vault.close()?;
     served?;
-    eprintln!("ltxvault: stopped; everything acknowledged is on disk");
+    tracing::info!("stopped; everything acknowledged is on disk");
     Ok(ExitCode::SUCCESS)
 }

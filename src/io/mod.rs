@@ -33,6 +33,26 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     Fs::default().sync_dir(dir)
 }
 
+/// Bytes an unprivileged user may still write on the file system holding `path`
+/// (`statvfs`: `f_bavail` blocks of `f_frsize` bytes; the blocks reserved for root are not
+/// counted).
+pub fn free_bytes(path: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Invalid(format!("{} contains a NUL byte", path.display())))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call, and `stat` points
+    // to writable memory the size of a `statvfs`, which the call fills when it returns 0.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(Error::io(format!("statvfs {}", path.display()), std::io::Error::last_os_error()));
+    }
+    // SAFETY: statvfs returned 0, so it filled the whole struct.
+    let stat = unsafe { stat.assume_init() };
+    #[allow(clippy::unnecessary_cast, reason = "fsblkcnt_t and c_ulong are u64 on 64-bit Linux, not everywhere")]
+    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
+
 /// Creates a directory (and its parents) readable by the owner only (no fault plan; see
 /// [`Fs::make_dir`]).
 pub fn make_private_dir(dir: &Path) -> Result<()> {

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
+use super::observe::{self, Observe};
 use super::{AuthMode, ClusterIdPolicy, Limits, Scope};
 use crate::catalog::Position;
 use crate::error::Error;
@@ -26,21 +27,23 @@ use crate::vault::Vault;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    vault: Arc<Vault>,
-    auth: AuthMode,
+    pub(super) vault: Arc<Vault>,
+    pub(super) auth: AuthMode,
     cluster_ids: ClusterIdPolicy,
     limits: Arc<Limits>,
     uploads: Arc<Semaphore>,
     scratch: PathBuf,
+    pub(super) observe: Arc<Observe>,
 }
 
 impl AppState {
     /// State for a router over `vault`.
-    pub fn new(
+    pub(super) fn new(
         vault: Arc<Vault>,
         auth: AuthMode,
         cluster_ids: ClusterIdPolicy,
         limits: Limits,
+        observe: Arc<Observe>,
     ) -> crate::Result<AppState> {
         let scratch = vault.dir().join("tmp");
         crate::io::make_private_dir(&scratch)?;
@@ -51,13 +54,19 @@ impl AppState {
             cluster_ids,
             limits: Arc::new(limits),
             scratch,
+            observe,
         })
     }
 }
 
-/// The routes. Unknown paths answer 404 with a JSON error.
+/// The routes (their paths are also listed in `observe::ROUTES`, for the metrics), every
+/// request counted, timed and logged by `observe::track`. Unknown paths answer 404 with a
+/// JSON error.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/metrics", get(observe::get_metrics))
+        .route("/healthz", get(observe::get_healthz))
+        .route("/readyz", get(observe::get_readyz))
         .route("/pos", get(get_pos))
         .route("/db/tx", post(post_tx))
         .route("/db/snapshot", get(get_snapshot))
@@ -72,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|uri: Uri| async move {
             ApiError::new(StatusCode::NOT_FOUND, "ENOTFOUND", format!("no such endpoint: {}", uri.path()))
         })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))
         .with_state(state)
 }
 
@@ -86,7 +96,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: String) -> ApiError {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: String) -> ApiError {
         ApiError { status, code, message, pos: Position::default() }
     }
 

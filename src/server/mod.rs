@@ -15,6 +15,7 @@
 
 pub mod api;
 mod body;
+pub mod observe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use tokio::sync::Semaphore;
 use crate::vault::Vault;
 
 pub use crate::auth::Scope;
+pub use crate::config::MetricsAccess;
 
 /// How the server decides which cluster a request belongs to.
 #[derive(Clone)]
@@ -95,16 +97,24 @@ impl Default for Limits {
 }
 
 /// Serves `vault` on `listener` until `shutdown` completes, then waits (up to the grace
-/// period) for in-flight requests. The caller closes the vault afterwards.
+/// period) for in-flight requests. The caller closes the vault afterwards. `metrics` says
+/// who may read `GET /metrics` (`Admin` needs token authentication).
 pub async fn run(
     listener: TcpListener,
     vault: Arc<Vault>,
     auth: AuthMode,
     cluster_ids: ClusterIdPolicy,
+    metrics: MetricsAccess,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> crate::Result<()> {
-    let app = api::router(api::AppState::new(vault, auth, cluster_ids, limits.clone())?);
+    if metrics == MetricsAccess::Admin && matches!(auth, AuthMode::None) {
+        return Err(crate::Error::Invalid(
+            "server.metrics = \"admin\" needs server.auth = \"tokens\": without tokens there is no admin".into(),
+        ));
+    }
+    let observe = observe::observe(vault.metrics(), metrics);
+    let app = api::router(api::AppState::new(vault, auth, cluster_ids, limits.clone(), observe.clone())?);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
@@ -126,6 +136,8 @@ pub async fn run(
             drop(stream);
             continue;
         };
+        let open = observe.http.connections.clone();
+        open.inc();
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let connection = hyper::server::conn::http1::Builder::new()
@@ -138,10 +150,12 @@ pub async fn run(
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            open.dec();
             drop(permit);
         });
     }
     drop(listener);
+    observe.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("shutting down: no new connections; waiting for requests in flight");
     tokio::select! {
         () = graceful.shutdown() => {}

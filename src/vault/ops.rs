@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::ingest::Payload;
 use crate::io::{MappedFile, TempFile};
 use crate::ltx::{Checksum, Header, TxId};
+use crate::metrics::RestoreKind;
 use crate::names;
 use crate::restore::{Plan, Target};
 use crate::snapshot;
@@ -125,22 +126,33 @@ impl Vault {
         format: SnapshotFormat,
         out: &mut dyn Write,
     ) -> Result<SnapshotInfo> {
-        let (plan, page_size, scratch) = self.restore_to_scratch(cluster, db, target)?;
-        let image = MappedFile::open(scratch.path())?;
-        let bytes = match format {
-            SnapshotFormat::Ltx => {
-                let header = snapshot_header(&plan, page_size);
-                snapshot::write_ltx(&image, scratch.path(), &header, Some(plan.checksum), out)?.1
-            }
-            SnapshotFormat::Sqlite => snapshot::write_sqlite(&image, scratch.path(), page_size, plan.commit, out)?,
-        };
-        Ok(SnapshotInfo {
-            position: Position { txid: plan.txid, checksum: plan.checksum },
-            timestamp_ms: plan.timestamp_ms,
-            commit: plan.commit,
-            page_size,
-            bytes,
+        self.timed(RestoreKind::Snapshot, || {
+            let (plan, page_size, scratch) = self.restore_to_scratch(cluster, db, target)?;
+            let image = MappedFile::open(scratch.path())?;
+            let bytes = match format {
+                SnapshotFormat::Ltx => {
+                    let header = snapshot_header(&plan, page_size);
+                    snapshot::write_ltx(&image, scratch.path(), &header, Some(plan.checksum), out)?.1
+                }
+                SnapshotFormat::Sqlite => snapshot::write_sqlite(&image, scratch.path(), page_size, plan.commit, out)?,
+            };
+            Ok(SnapshotInfo {
+                position: Position { txid: plan.txid, checksum: plan.checksum },
+                timestamp_ms: plan.timestamp_ms,
+                commit: plan.commit,
+                page_size,
+                bytes,
+            })
         })
+    }
+
+    /// Runs one restore of `kind` and counts it in the metrics (see
+    /// [`Metrics::restore_done`](crate::metrics::Metrics::restore_done)).
+    fn timed<T>(&self, kind: RestoreKind, restore: impl FnOnce() -> Result<T>) -> Result<T> {
+        let started = std::time::Instant::now();
+        let result = restore();
+        self.metrics.restore_done(kind, started.elapsed(), &result);
+        result
     }
 
     /// Restores `cluster`/`db` to `target` in place, the way LiteFS Cloud does: appends
@@ -167,18 +179,20 @@ impl Vault {
         let next = current.txid.0.checked_add(1).ok_or_else(|| {
             Error::Invalid(format!("{cluster}/{db} is at the largest TXID; no transaction can follow it"))
         })?;
-        let (plan, page_size, scratch) = self.restore_to_scratch(cluster, db, Target::TxId(plan.txid))?;
-        let image = MappedFile::open(scratch.path())?;
-        let header = Header {
-            page_size,
-            commit: plan.commit,
-            min_txid: TxId(next),
-            max_txid: TxId(next),
-            timestamp_ms: self.clock.now_ms(),
-            pre_apply_checksum: current.checksum,
-            ..Header::default()
-        };
-        let ack = self.ingest_image(cluster, db, &image, scratch.path(), &header, Some(plan.checksum))?;
+        let ack = self.timed(RestoreKind::InPlace, || {
+            let (plan, page_size, scratch) = self.restore_to_scratch(cluster, db, Target::TxId(plan.txid))?;
+            let image = MappedFile::open(scratch.path())?;
+            let header = Header {
+                page_size,
+                commit: plan.commit,
+                min_txid: TxId(next),
+                max_txid: TxId(next),
+                timestamp_ms: self.clock.now_ms(),
+                pre_apply_checksum: current.checksum,
+                ..Header::default()
+            };
+            self.ingest_image(cluster, db, &image, scratch.path(), &header, Some(plan.checksum))
+        })?;
         tracing::info!(cluster, db, target = %plan.txid, txid = %ack.position.txid, "restored in place");
         Ok(InPlace { target: point, position: ack.position, hwm: ack.hwm, applied: true })
     }
@@ -244,14 +258,16 @@ impl Vault {
         if self.position(to_cluster, to_db).is_some() {
             return Err(exists());
         }
-        let (plan, page_size, scratch) = self.restore_to_scratch(from.0, from.1, target)?;
-        let image = MappedFile::open(scratch.path())?;
-        let header = snapshot_header(&plan, page_size);
-        match self.ingest_image(to_cluster, to_db, &image, scratch.path(), &header, Some(plan.checksum)) {
-            // A snapshot fails to continue only a database that has data: one appeared.
-            Err(Error::PositionMismatch { .. }) => Err(exists()),
-            other => other,
-        }
+        self.timed(RestoreKind::Clone, || {
+            let (plan, page_size, scratch) = self.restore_to_scratch(from.0, from.1, target)?;
+            let image = MappedFile::open(scratch.path())?;
+            let header = snapshot_header(&plan, page_size);
+            match self.ingest_image(to_cluster, to_db, &image, scratch.path(), &header, Some(plan.checksum)) {
+                // A snapshot fails to continue only a database that has data: one appeared.
+                Err(Error::PositionMismatch { .. }) => Err(exists()),
+                other => other,
+            }
+        })
     }
 
     /// Clones every database of cluster `from` into cluster `to` (see
