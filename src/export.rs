@@ -40,7 +40,7 @@
 //! mtime set, fsynced (data and mtime), and renamed; every directory is fsynced before the
 //! export returns. An export that fails leaves a partial replica behind: remove it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -190,7 +190,7 @@ fn write_file(dir: &Path, header: &Header, pages: impl FnOnce(&mut FileEncoder<'
         move |e: std::io::Error| Error::io(format!("{what} {temp}"), e)
     };
     let result = (|| {
-        let file = OpenOptions::new().write(true).create_new(true).open(&temp).map_err(io("create"))?;
+        let file = crate::io::private_file(&temp)?;
         let mut encoder = Encoder::new(BufWriter::with_capacity(WRITE_BUFFER_BYTES, &file), header, Format::V3Block)?;
         pages(&mut encoder)?;
         let (writer, _) = encoder.finish(Checksum::NONE)?;

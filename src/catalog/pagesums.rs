@@ -29,7 +29,7 @@
 //! entries: u64 LE at 512 + (pgno - 1) * 8
 //! ```
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::MmapMut;
@@ -84,9 +84,7 @@ impl PageSums {
     /// Opens (or creates) the map at `path`. Returns the clean point when the header is
     /// intact, marked clean, and the entries match their checksum; `None` means rebuild.
     pub fn open(path: &Path, cluster: &str, db: &str) -> Result<(PageSums, Option<CleanPoint>)> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
+        let file = crate::io::private_options()
             .create(true)
             .truncate(false)
             .open(path)

@@ -37,12 +37,33 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("sync directory {}", dir.display()), e))
 }
 
+/// Mode of every file the vault writes: the owner's alone (the umask may only narrow it).
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Mode of every directory the vault makes.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Creates a new file (failing if it exists) readable and writable by the owner only, open
+/// for reading and writing.
+pub fn private_file(path: &Path) -> Result<File> {
+    private_options().create_new(true).open(path).map_err(|e| Error::io(format!("create {}", path.display()), e))
+}
+
+/// Options that create files with [`PRIVATE_FILE_MODE`] (read and write; the caller adds
+/// how to create). An existing file keeps its mode.
+pub fn private_options() -> OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).mode(PRIVATE_FILE_MODE);
+    options
+}
+
 /// Creates a directory (and its parents) readable by the owner only.
 pub fn make_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(PRIVATE_DIR_MODE)
         .create(dir)
         .map_err(|e| Error::io(format!("create directory {}", dir.display()), e))
 }
@@ -57,19 +78,41 @@ pub struct TempFile {
 }
 
 impl TempFile {
-    /// Creates `<dir>/.<name>.tmp-<pid>` for a file that will become `target`.
+    /// Creates `<dir>/.<name>.tmp-<pid>` for a file that will become `target`, readable
+    /// and writable by the owner only ([`PRIVATE_FILE_MODE`]).
     pub fn create(target: &Path) -> Result<TempFile> {
         let name =
             target.file_name().ok_or_else(|| Error::Invalid(format!("{} is not a file path", target.display())))?;
         let temp = target.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
-            .map_err(|e| Error::io(format!("create {}", temp.display()), e))?;
+        // A temporary file left by an earlier process with this pid would keep its mode
+        // through `open`: start from a new file.
+        match std::fs::remove_file(&temp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("remove {}", temp.display()), e)),
+        }
+        let file = private_file(&temp)?;
         Ok(TempFile { file: Some(file), temp, target: target.to_path_buf() })
+    }
+
+    /// [`TempFile::create`] for a file written for the user (a restore's or an export's
+    /// output, a database an LTX file is applied to): it takes the permission bits of the
+    /// file it replaces, so that a restore over an application's database leaves it as
+    /// readable as it was; a new file is private (0600), as the vault's own files are,
+    /// since it holds the same data. `chmod` widens it when the application runs as
+    /// another user.
+    pub fn create_output(target: &Path) -> Result<TempFile> {
+        use std::os::unix::fs::PermissionsExt;
+        let temp = TempFile::create(target)?;
+        if let Ok(meta) = std::fs::metadata(target)
+            && meta.is_file()
+        {
+            let mode = meta.permissions().mode() & 0o777;
+            temp.file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io(format!("chmod {}", temp.temp.display()), e))?;
+        }
+        Ok(temp)
     }
 
     /// The open temporary file.
