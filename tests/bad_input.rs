@@ -1056,9 +1056,11 @@ fn malformed_requests_are_refused_with_their_code_and_change_nothing() {
     // length, the restores too after each sweep.
     let main = &f.main;
     let main_pos = Some((main.txid, main.checksum));
+    let mut swept = Vec::new();
     for compress in [false, true] {
         let (next, _) = main.tx(3, &[(2, 0x62), (3, 0x63)], NOW - 1000, compress);
         let form = if compress { "LZ4" } else { "plain" };
+        swept.push(format!("{form} {} bytes", next.len()));
         for len in 0..next.len() {
             let (status, code) = if len == 0 { (400, "EBADBODY") } else { (400, "EBADLTX") };
             let case = Case {
@@ -1098,8 +1100,9 @@ fn malformed_requests_are_refused_with_their_code_and_change_nothing() {
     let snapshot = f.admin_get("/db/snapshot?cluster=c1&db=main&format=sqlite");
     assert!(snapshot.body == after.image, "the accepted upload restores");
     eprintln!(
-        "bad_input: {} table cases, {requests} refused requests in all, {:.1} s",
+        "bad_input: {} table cases, every truncation of the upload ({}), {requests} refused requests in all, {:.1} s",
         cases.len(),
+        swept.join(", "),
         started.elapsed().as_secs_f64()
     );
     assert!(cases.len() >= 40);

@@ -199,12 +199,12 @@ fn the_vault_is_private_on_disk() {
     };
     let fresh = dir.path().join("fresh.db");
     restore(&fresh, false);
-    assert_eq!(mode(&fresh), 0o600, "a new restore output is private");
+    assert_eq!(mode(&fresh), "600", "a new restore output is private");
     let shared = dir.path().join("shared.db");
     std::fs::write(&shared, b"old").expect("write");
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o640)).expect("chmod");
     restore(&shared, true);
-    assert_eq!(mode(&shared), 0o640, "a replaced file keeps its mode");
+    assert_eq!(mode(&shared), "640", "a replaced file keeps its mode");
     assert_ne!(std::fs::read(&shared).expect("read"), b"old");
 
     drop(server);
@@ -223,7 +223,7 @@ fn the_vault_is_private_on_disk() {
         local.to_str().expect("utf-8"),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(mode(&local), 0o600);
+    assert_eq!(mode(&local), "600");
 
     let mut wrong = Vec::new();
     for (path, is_dir, mode) in walk_modes(&data) {
@@ -232,12 +232,13 @@ fn the_vault_is_private_on_disk() {
             wrong.push(format!("{path}: {mode:o}, expected {expected:o}"));
         }
     }
-    assert_eq!(mode(&data), 0o700, "the vault directory");
+    assert_eq!(mode(&data), "700", "the vault directory");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+/// The permission bits of `path`, in octal.
+fn mode(path: &Path) -> String {
+    format!("{:o}", std::fs::metadata(path).expect("stat").permissions().mode() & 0o777)
 }
 
 /// Every entry under `root`: relative path, whether a directory, permission bits.
@@ -283,7 +284,9 @@ fn a_head_sent_byte_by_byte_is_cut_off_at_the_header_timeout() {
         let mut buf = [0u8; 256];
         match stream.read(&mut buf) {
             Ok(0) => break started.elapsed(),
-            Ok(n) => panic!("the server answered a head it never got whole: {}", String::from_utf8_lossy(&buf[..n])),
+            Ok(n) => {
+                panic!("a client slower than the header timeout was served: {}", String::from_utf8_lossy(&buf[..n]))
+            }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             Err(_) => break started.elapsed(),
         }
@@ -320,7 +323,7 @@ fn a_body_stalled_after_spooling_gets_408_and_leaves_nothing() {
         })
     })
     .expect("the body is spooled to a file under tmp/");
-    assert_eq!(mode(&spooled), 0o600, "{}", spooled.display());
+    assert_eq!(mode(&spooled), "600", "{}", spooled.display());
     let mut reply = String::new();
     let _ = stream.read_to_string(&mut reply);
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
