@@ -49,6 +49,21 @@ pub fn private_file(path: &Path) -> Result<File> {
     private_options().create_new(true).open(path).map_err(|e| Error::io(format!("create {}", path.display()), e))
 }
 
+/// Creates `path`, or empties it if it exists (a temporary file an earlier process left),
+/// open for reading and writing, with [`PRIVATE_FILE_MODE`] in both cases.
+pub fn private_file_truncated(path: &Path) -> Result<File> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = private_options()
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+    // An existing file kept its mode through `open`.
+    file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))
+        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+    Ok(file)
+}
+
 /// Options that create files with [`PRIVATE_FILE_MODE`] (read and write; the caller adds
 /// how to create). An existing file keeps its mode.
 pub fn private_options() -> OpenOptions {
@@ -84,14 +99,7 @@ impl TempFile {
         let name =
             target.file_name().ok_or_else(|| Error::Invalid(format!("{} is not a file path", target.display())))?;
         let temp = target.with_file_name(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-        // A temporary file left by an earlier process with this pid would keep its mode
-        // through `open`: start from a new file.
-        match std::fs::remove_file(&temp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("remove {}", temp.display()), e)),
-        }
-        let file = private_file(&temp)?;
+        let file = private_file_truncated(&temp)?;
         Ok(TempFile { file: Some(file), temp, target: target.to_path_buf() })
     }
 

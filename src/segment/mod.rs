@@ -65,13 +65,7 @@ pub struct PreparedSegment {
 /// Slow (it writes `size` bytes), so the log writer has it done ahead of time.
 pub fn prepare_segment(dir: &Path, id: u64, size: u64, created_ms: i64) -> Result<PreparedSegment> {
     let temp = dir.join(format!(".{id:016x}.seg.tmp"));
-    // A temporary segment left by a crash is replaced by a new file (mode 0600).
-    match std::fs::remove_file(&temp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(format!("remove {}", temp.display()), e)),
-    }
-    let file = crate::io::private_file(&temp)?;
+    let file = crate::io::private_file_truncated(&temp)?;
     // Zeros go out 1 MiB at a time, each chunk synced before the next: a log fdatasync
     // issued meanwhile then waits behind at most one chunk of writeback, not the whole
     // segment, which keeps the background preparation from stalling acknowledgements.
