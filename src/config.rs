@@ -6,7 +6,8 @@
 //! [levels]     l1_window, l2_window, l3_window, grace
 //! [retention]  l0, l1, l2, l3, every
 //! [server]     listen, auth, cluster_id, metrics, max_body, max_uploads, max_connections,
-//!              header_timeout, body_idle_timeout, body_timeout, shutdown_grace
+//!              header_timeout, body_idle_timeout, body_timeout, shutdown_grace,
+//!              auth_failure_limit, auth_failure_window, auth_failure_sources
 //! ```
 //!
 //! Every key is optional: a missing key keeps the value of the configuration it is applied
@@ -77,6 +78,12 @@ pub struct ServerSection {
     pub cluster_id: Option<ClusterIdChoice>,
     /// Who may read `GET /metrics`.
     pub metrics: Option<MetricsAccess>,
+    /// Failed authentications per source address and window before 429.
+    pub auth_failure_limit: Option<u32>,
+    /// The window of `auth_failure_limit`.
+    pub auth_failure_window: Option<Millis>,
+    /// Source addresses remembered at once.
+    pub auth_failure_sources: Option<usize>,
 }
 
 /// Who may read `GET /metrics`.
@@ -417,6 +424,9 @@ impl ConfigFile {
             shutdown_grace,
             cluster_id,
             metrics,
+            auth_failure_limit,
+            auth_failure_window,
+            auth_failure_sources,
         } = &self.server;
         if let Some(choice) = cluster_id {
             settings.cluster_id = *choice;
@@ -440,11 +450,18 @@ impl ConfigFile {
         if let Some(n) = max_connections {
             limits.max_connections = *n;
         }
+        if let Some(n) = auth_failure_limit {
+            limits.auth_failure_limit = *n;
+        }
+        if let Some(n) = auth_failure_sources {
+            limits.auth_failure_sources = *n;
+        }
         for (slot, value) in [
             (&mut limits.header_timeout, header_timeout),
             (&mut limits.body_idle_timeout, body_idle_timeout),
             (&mut limits.body_timeout, body_timeout),
             (&mut limits.shutdown_grace, shutdown_grace),
+            (&mut limits.auth_failure_window, auth_failure_window),
         ] {
             if let Some(Millis(ms)) = value {
                 *slot = duration(*ms);
@@ -457,6 +474,9 @@ impl ConfigFile {
             ("server.header_timeout", whole_ms(limits.header_timeout) as u64),
             ("server.body_idle_timeout", whole_ms(limits.body_idle_timeout) as u64),
             ("server.body_timeout", whole_ms(limits.body_timeout) as u64),
+            ("server.auth_failure_limit", u64::from(limits.auth_failure_limit)),
+            ("server.auth_failure_window", whole_ms(limits.auth_failure_window) as u64),
+            ("server.auth_failure_sources", limits.auth_failure_sources as u64),
         ] {
             if value == 0 {
                 return Err(Error::Invalid(format!("{key} must be positive")));
@@ -678,6 +698,12 @@ pub fn example(config: &VaultConfig, server: &ServerSettings) -> String {
     line(format!("body_timeout = \"{}\"", ms(limits.body_timeout)));
     line("# How long shutdown (SIGTERM, SIGINT) waits for requests in flight.".into());
     line(format!("shutdown_grace = \"{}\"", ms(limits.shutdown_grace)));
+    line("# Failed authentications one source address (IPv4, or IPv6 /64) may make within the".into());
+    line("# window before its requests are refused (429, Retry-After) until the window ends.".into());
+    line(format!("auth_failure_limit = {}", limits.auth_failure_limit));
+    line(format!("auth_failure_window = \"{}\"", ms(limits.auth_failure_window)));
+    line("# Source addresses remembered at once (bounds the table's memory).".into());
+    line(format!("auth_failure_sources = {}", limits.auth_failure_sources));
     out
 }
 
@@ -794,6 +820,9 @@ mod tests {
                 body_idle_timeout: Duration::from_millis(3),
                 body_timeout: Duration::from_millis(3),
                 shutdown_grace: Duration::from_millis(3),
+                auth_failure_limit: 3,
+                auth_failure_window: Duration::from_millis(3),
+                auth_failure_sources: 3,
             },
         };
         let parsed = ConfigFile::parse(&text).unwrap().apply_server(unlike).unwrap();
@@ -809,6 +838,9 @@ mod tests {
             body_idle_timeout,
             body_timeout,
             shutdown_grace,
+            auth_failure_limit,
+            auth_failure_window,
+            auth_failure_sources,
         } = parsed.limits;
         let d = &defaults.limits;
         assert_eq!(
@@ -818,6 +850,10 @@ mod tests {
         assert_eq!(
             (header_timeout, body_idle_timeout, body_timeout, shutdown_grace),
             (d.header_timeout, d.body_idle_timeout, d.body_timeout, d.shutdown_grace)
+        );
+        assert_eq!(
+            (auth_failure_limit, auth_failure_window, auth_failure_sources),
+            (d.auth_failure_limit, d.auth_failure_window, d.auth_failure_sources)
         );
         let bad = ConfigFile::parse("[server]\nmax_uploads = 0\n").unwrap().apply_server(ServerSettings::default());
         assert!(bad.unwrap_err().to_string().contains("server.max_uploads"));

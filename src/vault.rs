@@ -222,6 +222,7 @@ impl Vault {
     ) -> Result<Vault> {
         let fs = Fs::new(config.faults.clone());
         fs.make_dir(dir)?;
+        warn_if_shared(dir);
         let lock_file = take_lock(&fs, dir)?;
         let log_dir = dir.join("l0");
         let sums_dir = dir.join("sums");
@@ -498,6 +499,11 @@ impl Vault {
         let trailer = decoder.trailer().unwrap_or_default();
 
         let key = DbKey { cluster: cluster.to_string(), db: db.to_string() };
+        // A database the vault does not hold starts with a snapshot: anything else is
+        // refused before a state (and its page-checksum map file) exists for the name.
+        if !header.is_snapshot() && self.catalog.get(&key).is_none() {
+            return Err(Error::PositionMismatch { position: Position::default(), reason: not_a_snapshot(&header) });
+        }
         let sums_dir = self.dir.join("sums");
         // A database deleted between fetching its state and locking it is fetched again:
         // the deletion took it out of the catalog before it let go of the lock.
@@ -508,7 +514,13 @@ impl Vault {
                 if guard.deleted {
                     None
                 } else {
-                    Some(self.enqueue_upload(&mut guard, &key, &header, &trailer, &pages, &payload)?)
+                    match self.enqueue_upload(&mut guard, &key, &header, &trailer, &pages, &payload) {
+                        Ok(queued) => Some(queued),
+                        Err(e) => {
+                            self.forget_if_empty(&mut guard, &key);
+                            return Err(e);
+                        }
+                    }
                 }
             };
             if let Some((done, accepted)) = queued {
@@ -556,10 +568,7 @@ impl Vault {
         let mismatch = |reason: String| Error::PositionMismatch { position, reason };
         if position.txid == TxId::ZERO {
             if !header.is_snapshot() {
-                return Err(mismatch(format!(
-                    "the vault has no data for this database, so the first upload must be a snapshot (min TXID 1), not min TXID {}",
-                    header.min_txid
-                )));
+                return Err(mismatch(not_a_snapshot(header)));
             }
         } else {
             if !header.min_txid.follows(position.txid) {
@@ -627,6 +636,33 @@ impl Vault {
         state.pending_commit = header.commit;
         state.pending_timestamp_ms = effective_ms;
         Ok((done, Accepted { pre_apply: record_pre_apply(header, position), post_apply: computed, effective_ms }))
+    }
+
+    /// After a refused upload: a state that holds nothing (made for this upload) leaves the
+    /// catalog and takes its page-checksum map file with it, so that refused uploads under
+    /// names the vault does not hold leave nothing behind. In the order of a deletion: the
+    /// file goes first, then the state is marked deleted (an upload that fetched it
+    /// meanwhile fetches again) and leaves the catalog. The removal is not synced: an empty
+    /// map that comes back after a crash is a stray file, never read.
+    fn forget_if_empty(&self, state: &mut DbState, key: &DbKey) {
+        let empty = state.pending.txid == TxId::ZERO
+            && state.durable.txid == TxId::ZERO
+            && state.runs.is_empty()
+            && state.levels.iter().all(Vec::is_empty);
+        if state.deleted || !empty {
+            return;
+        }
+        let path = sums_path(&self.dir.join("sums"), key);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove the page-checksum map of a refused new database");
+                return;
+            }
+        }
+        state.deleted = true;
+        self.catalog.remove(key);
     }
 
     /// Queues one record for the log writer, waiting up to the configured time for room;
@@ -807,6 +843,7 @@ impl Vault {
             return Err(Error::Invalid(format!("{} exists; pass --force to replace it", out.display())));
         }
         let temp = self.fs.temp_file(out)?;
+        temp.take_mode_of_target()?;
         write_restore(&self.segments, &plan, page_size, temp.file(), temp.path(), crate::io::Sync::Data, progress)?;
         temp.commit_or_discard()?;
         Ok(RestoreSummary {
@@ -895,6 +932,14 @@ fn new_state(fs: &Fs, sums_dir: &Path, key: &DbKey, metrics: &Metrics) -> Result
         deleted: false,
         counters: metrics.cluster_counters(&key.cluster),
     })
+}
+
+/// Why the first upload of a database was refused.
+fn not_a_snapshot(header: &Header) -> String {
+    format!(
+        "the vault has no data for this database, so the first upload must be a snapshot (min TXID 1), not min TXID {}",
+        header.min_txid
+    )
 }
 
 /// The page-checksum map of a database: named by a hash of its names.
@@ -1077,6 +1122,21 @@ fn write_restore(
         });
     }
     Ok(())
+}
+
+/// The vault directory is made 0700; one the operator made beforehand keeps its mode, but
+/// if others may enter it that deserves a word (the files inside are 0600 regardless).
+fn warn_if_shared(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(dir)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the vault directory is open to other users; `chmod 700` it"
+        );
+    }
 }
 
 /// Takes the vault's exclusive lock, or says who holds it.

@@ -209,7 +209,7 @@ fn apply(db: &Path, files: &[PathBuf]) -> Result<ApplySummary> {
     let first = summaries[0].header;
     let page_size = first.page_size;
     let existing = std::fs::metadata(db).ok().filter(|m| m.len() > 0);
-    let temp = TempFile::create(db)?;
+    let temp = TempFile::create_output(db)?;
     if !first.is_snapshot() {
         let Some(meta) = existing else {
             return Err(Error::Invalid(format!(

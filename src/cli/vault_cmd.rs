@@ -165,7 +165,7 @@ pub(crate) fn export(args: ExportArgs) -> Result<ExitCode> {
     if !args.force && args.output.exists() {
         return Err(Error::Invalid(format!("{} exists; pass --force to replace it", args.output.display())));
     }
-    let temp = crate::io::TempFile::create(&args.output)?;
+    let temp = crate::io::TempFile::create_output(&args.output)?;
     let (txid, checksum, page_size) = match args.target_db.source.remote()? {
         Some(remote) => {
             let mut query = vec![("db", db.as_str()), ("cluster", cluster.as_str()), ("format", args.format.name())];
@@ -356,7 +356,7 @@ fn remote_restore(remote: &super::remote::Remote, args: &RestoreArgs) -> Result<
     }
     let mut query = vec![("db", db.as_str()), ("cluster", cluster.as_str()), ("format", "sqlite")];
     query.extend(args.point.query());
-    let temp = crate::io::TempFile::create(&args.output)?;
+    let temp = crate::io::TempFile::create_output(&args.output)?;
     let point = remote.download("/db/snapshot", &query, temp.file())?;
     let checksum = crate::ltx::database_file_checksum(temp.path(), point.page_size)?;
     if checksum != point.checksum {

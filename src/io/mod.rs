@@ -53,6 +53,27 @@ pub fn free_bytes(path: &Path) -> Result<u64> {
     Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
+/// Mode of every file the vault writes: the owner's alone (the umask may only narrow it).
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Mode of every directory the vault makes.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Creates a new file (failing if it exists) readable and writable by the owner only, open
+/// for reading and writing.
+pub fn private_file(path: &Path) -> Result<File> {
+    private_options().create_new(true).open(path).map_err(|e| Error::io(format!("create {}", path.display()), e))
+}
+
+/// Options that create files with [`PRIVATE_FILE_MODE`] (read and write; the caller adds
+/// how to create). An existing file keeps its mode.
+pub fn private_options() -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).mode(PRIVATE_FILE_MODE);
+    options
+}
+
 /// Creates a directory (and its parents) readable by the owner only (no fault plan; see
 /// [`Fs::make_dir`]).
 pub fn make_private_dir(dir: &Path) -> Result<()> {
@@ -78,6 +99,33 @@ impl TempFile {
 
     pub(crate) fn new(fs: Fs, file: File, temp: PathBuf, target: PathBuf) -> TempFile {
         TempFile { fs, file: Some(file), temp, target }
+    }
+
+    /// [`TempFile::create`] for a file written for the user (a restore's or an export's
+    /// output, a database an LTX file is applied to): it takes the permission bits of the
+    /// file it replaces, so that a restore over an application's database leaves it as
+    /// readable as it was; a new file is private (0600), as the vault's own files are,
+    /// since it holds the same data. `chmod` widens it when the application runs as
+    /// another user.
+    pub fn create_output(target: &Path) -> Result<TempFile> {
+        let temp = TempFile::create(target)?;
+        temp.take_mode_of_target()?;
+        Ok(temp)
+    }
+
+    /// Gives the temporary file the permission bits of the file it will replace, if there
+    /// is one (see [`TempFile::create_output`]).
+    pub fn take_mode_of_target(&self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(&self.target)
+            && meta.is_file()
+        {
+            let mode = meta.permissions().mode() & 0o777;
+            self.file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io(format!("chmod {}", self.temp.display()), e))?;
+        }
+        Ok(())
     }
 
     /// The open temporary file.

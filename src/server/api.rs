@@ -2,19 +2,23 @@
 //! `GET /db/snapshot`; see `docs/API.md`), with errors as JSON `{code, error, pos}`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
+use super::auth_limit::AuthFailures;
 use super::observe::{self, Observe};
 use super::{AuthMode, ClusterIdPolicy, Limits, Scope};
 use crate::catalog::Position;
@@ -34,6 +38,8 @@ pub struct AppState {
     uploads: Arc<Semaphore>,
     scratch: PathBuf,
     pub(super) observe: Arc<Observe>,
+    /// Failed authentications per source; `None` without tokens (nothing can fail).
+    auth_failures: Option<Arc<AuthFailures>>,
 }
 
 impl AppState {
@@ -47,7 +53,15 @@ impl AppState {
     ) -> crate::Result<AppState> {
         let scratch = vault.dir().join("tmp");
         crate::io::make_private_dir(&scratch)?;
+        let auth_failures = matches!(auth, AuthMode::Tokens(_)).then(|| {
+            Arc::new(AuthFailures::new(
+                limits.auth_failure_limit,
+                limits.auth_failure_window,
+                limits.auth_failure_sources,
+            ))
+        });
         Ok(AppState {
+            auth_failures,
             uploads: Arc::new(Semaphore::new(limits.max_concurrent_uploads)),
             vault,
             auth,
@@ -60,8 +74,8 @@ impl AppState {
 }
 
 /// The routes (their paths are also listed in `observe::ROUTES`, for the metrics), every
-/// request counted, timed and logged by `observe::track`. Unknown paths answer 404 with a
-/// JSON error.
+/// request counted, timed and logged by `observe::track`. Unknown paths answer 404 and
+/// known paths with another method 405, with a JSON error like every other refusal.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(observe::get_metrics))
@@ -78,11 +92,52 @@ pub fn router(state: AppState) -> Router {
         .route("/db", axum::routing::delete(delete_db))
         .route("/db/clone", post(post_clone))
         .route("/cluster/clone", post(post_cluster_clone))
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "EMETHOD",
+                format!("{} does not take {method} (docs/API.md lists the endpoints)", uri.path()),
+            )
+        })
         .fallback(|uri: Uri| async move {
             ApiError::new(StatusCode::NOT_FOUND, "ENOTFOUND", format!("no such endpoint: {}", uri.path()))
         })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limit_auth_failures))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::track))
         .with_state(state)
+}
+
+/// Refuses a source that failed to authenticate too often (429, without looking at its
+/// credentials), and counts the failures (401s) of the others. See [`AuthFailures`].
+async fn limit_auth_failures(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
+    let (Some(limiter), Some(ip)) = (state.auth_failures.as_deref(), peer) else {
+        return next.run(request).await;
+    };
+    if let Some(wait) = limiter.blocked(ip, Instant::now()) {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ETOOMANYFAILURES",
+            format!(
+                "{} failed authentications from {ip} within {} s; retry in {seconds} s with a valid token",
+                limiter.limit(),
+                limiter.window().as_secs()
+            ),
+        );
+        error.retry_after_s = Some(seconds);
+        return error.into_response();
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED && limiter.failed(ip, Instant::now()) {
+        tracing::warn!(
+            source = %ip,
+            limit = limiter.limit(),
+            window_s = limiter.window().as_secs(),
+            "too many failed authentications; refusing this source until its window ends"
+        );
+    }
+    response
 }
 
 /// An error answer: status, a code LiteFS and scripts can match, a message for people,
@@ -93,11 +148,14 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     pos: Position,
+    /// `Retry-After` in seconds (every 503 says 1).
+    retry_after_s: Option<u64>,
 }
 
 impl ApiError {
     pub(super) fn new(status: StatusCode, code: &'static str, message: String) -> ApiError {
-        ApiError { status, code, message, pos: Position::default() }
+        let retry_after_s = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
+        ApiError { status, code, message, pos: Position::default(), retry_after_s }
     }
 
     fn with_pos(mut self, pos: Position) -> ApiError {
@@ -162,8 +220,8 @@ impl IntoResponse for ApiError {
             "pos": position_json(self.pos),
         });
         let mut response = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert("Retry-After", HeaderValue::from_static("1"));
+        if let Some(seconds) = self.retry_after_s {
+            response.headers_mut().insert("Retry-After", HeaderValue::from(seconds));
         }
         response
     }

@@ -127,12 +127,7 @@ impl Spool {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = dir.join(format!("upload-{}-{n}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| ApiError::from(crate::Error::io(format!("create {}", path.display()), e)))?;
+        let file = crate::io::private_file(&path).map_err(ApiError::from)?;
         Ok(Spool { file, path })
     }
 

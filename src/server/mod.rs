@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  TCP accept ─► connection limit ─► hyper http1 (header timeout) ─► axum router ─► handler
+//!                                                                        │ failed-auth limit per source
 //!                                                                        │ body: read with an idle and
 //!                                                                        │ a total timeout, size-capped,
 //!                                                                        │ spooled to disk past 8 MiB
@@ -14,6 +15,7 @@
 //! then the caller closes the vault, which syncs.
 
 pub mod api;
+pub mod auth_limit;
 mod body;
 pub mod observe;
 
@@ -80,6 +82,13 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Failed authentications one source address may make per `auth_failure_window`
+    /// before its requests are refused (429) for the rest of the window.
+    pub auth_failure_limit: u32,
+    /// The window of `auth_failure_limit`.
+    pub auth_failure_window: Duration,
+    /// Source addresses whose failures are remembered at once (the table's bound).
+    pub auth_failure_sources: usize,
 }
 
 impl Default for Limits {
@@ -92,6 +101,9 @@ impl Default for Limits {
             body_idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(30),
+            auth_failure_limit: 10,
+            auth_failure_window: Duration::from_secs(60),
+            auth_failure_sources: 10_000,
         }
     }
 }
@@ -139,10 +151,18 @@ pub async fn run(
         let open = observe.http.connections.clone();
         open.inc();
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // The peer's address goes with every request, for the failed-auth limit.
+        let with_peer = tower::ServiceExt::map_request(app.clone(), move |mut request: axum::http::Request<_>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            request
+        });
+        let service = hyper_util::service::TowerToHyperService::new(with_peer);
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
+            // A client that shuts its sending side after a request still gets the answer
+            // (without this, hyper may drop the connection on the EOF before replying).
+            .half_close(true)
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);

@@ -3,7 +3,7 @@
 //! Every request sends `Connection: close` and reads the reply to the end.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// How a request body goes out.
@@ -41,7 +41,58 @@ impl Reply {
 /// Sends one request and reads the reply. `None` when the server closed the connection
 /// without replying.
 pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Body<'_>) -> Option<Reply> {
+    request_on(TcpStream::connect(addr).expect("connect"), addr, method, path, headers, body)
+}
+
+/// [`request`] from a given local address (any of 127.0.0.0/8 reaches a loopback server),
+/// so that a test can play several clients.
+pub fn request_from(
+    source: IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Body<'_>,
+) -> Option<Reply> {
+    request_on(connect_from(source, addr), addr, method, path, headers, body)
+}
+
+/// A connection to `addr` from `source` (port chosen by the kernel).
+pub fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
+    runtime.block_on(async {
+        let socket = match source {
+            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .expect("socket");
+        socket.bind(SocketAddr::new(source, 0)).expect("bind the source address");
+        let stream = socket.connect(addr).await.expect("connect").into_std().expect("std stream");
+        stream.set_nonblocking(false).expect("blocking");
+        stream
+    })
+}
+
+/// Sends `raw` bytes as they are (a hand-made request, possibly broken), shuts the
+/// sending side, and reads the reply. `None` when the server closed without replying.
+pub fn send_raw(addr: SocketAddr, raw: &[u8]) -> Option<Reply> {
     let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let _ = stream.write_all(raw);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    parse(&reply)
+}
+
+fn request_on(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Body<'_>,
+) -> Option<Reply> {
     stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {

@@ -6,6 +6,7 @@
 pub mod http;
 pub mod ltxgen;
 pub mod peers;
+pub mod server;
 
 use ltxvault::ltx::{Checksum, Encoder, Format, Header, PageNo, TxId, database_checksum};
 
