@@ -43,8 +43,20 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for a router over `vault`.
-    pub(super) fn new(
+    /// State for a router over `vault` with `/metrics` open (what the fuzz target and
+    /// in-process callers use; `run` chooses the access).
+    pub fn new(
+        vault: Arc<Vault>,
+        auth: AuthMode,
+        cluster_ids: ClusterIdPolicy,
+        limits: Limits,
+    ) -> crate::Result<AppState> {
+        let observe = observe::observe(vault.metrics(), crate::config::MetricsAccess::Open);
+        AppState::with_observe(vault, auth, cluster_ids, limits, observe)
+    }
+
+    /// State for a router over `vault`, counting into `observe`.
+    pub(super) fn with_observe(
         vault: Arc<Vault>,
         auth: AuthMode,
         cluster_ids: ClusterIdPolicy,

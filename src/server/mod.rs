@@ -126,7 +126,7 @@ pub async fn run(
         ));
     }
     let observe = observe::observe(vault.metrics(), metrics);
-    let app = api::router(api::AppState::new(vault, auth, cluster_ids, limits.clone(), observe.clone())?);
+    let app = api::router(api::AppState::with_observe(vault, auth, cluster_ids, limits.clone(), observe.clone())?);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);

@@ -27,9 +27,17 @@ pub fn serve(vault: Arc<Vault>, auth: AuthMode, ids: ClusterIdPolicy, limits: Li
         runtime
             .block_on(async {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                ltxvault::server::run(listener, vault, auth, ids, limits, async {
-                    let _ = stopped.await;
-                })
+                ltxvault::server::run(
+                    listener,
+                    vault,
+                    auth,
+                    ids,
+                    ltxvault::config::MetricsAccess::Open,
+                    limits,
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
                 .await
             })
             .expect("serve");
