@@ -213,6 +213,9 @@ fn daily_images_are_the_base_of_restores() {
     let err = vault.restore("c", "db", Target::TxId(newest.max_txid), &out, false).expect_err("damaged image");
     assert!(err.to_string().contains("checksum"), "{err}");
     assert!(!out.exists(), "a failed restore leaves nothing");
+    // The restore found the damage, and says so in the metrics.
+    assert_eq!(vault.corruptions(), 1);
+    assert!(vault.metrics_text().lines().any(|l| l == "ltxvault_corruptions_total{found_by=\"restore\"} 1"));
 
     // More history and another closed day: the image built on the damaged one does not
     // match the recorded checksum, so it is not installed.
@@ -225,6 +228,9 @@ fn daily_images_are_the_base_of_restores() {
     clock.set_ms(model.timestamp_ms + 2 * day);
     let err = vault.compact_now().expect_err("the new image must not match");
     assert!(err.to_string().contains("checksum"), "{err}");
-    assert_eq!(vault.corruptions(), 1);
+    assert_eq!(vault.corruptions(), 2, "found by the restore, then by compaction");
+    let text = vault.metrics_text();
+    assert!(text.lines().any(|l| l == "ltxvault_corruptions_total{found_by=\"compaction\"} 1"), "{text}");
+    assert!(text.lines().any(|l| l == "ltxvault_compaction_failures_total{level=\"3\"} 1"), "{text}");
     assert_eq!(vault.level_runs("c", "db")[2].last(), Some(&newest), "L3 did not advance past the damage");
 }
