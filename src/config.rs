@@ -5,6 +5,7 @@
 //! [ingest]     queue_capacity, max_batch, max_upload, enqueue_timeout
 //! [levels]     l1_window, l2_window, l3_window, grace
 //! [retention]  l0, l1, l2, l3, every
+//! [drill]      every
 //! [server]     listen, auth, cluster_id, metrics, max_body, max_uploads, max_connections,
 //!              header_timeout, body_idle_timeout, body_timeout, shutdown_grace,
 //!              auth_failure_limit, auth_failure_window, auth_failure_sources
@@ -18,7 +19,8 @@
 //!
 //! Values are written for people: durations as a whole number and a unit (`"500ms"`,
 //! `"5s"`, `"1m"`, `"24h"`, `"30d"`), sizes as bytes or a whole number and a binary unit
-//! (`"64MiB"`, `"1GiB"`, `4096`), retention as a duration or `"off"` (keep forever).
+//! (`"64MiB"`, `"1GiB"`, `4096`), retention as a duration or `"off"` (keep forever), the
+//! drill schedule as a duration or `"off"`.
 //!
 //! After the keys are applied the whole configuration is checked ([`validate`]): the
 //! windows of the levels must nest (L2 a multiple of L1, L3 of L2), because a level file
@@ -48,6 +50,8 @@ pub struct ConfigFile {
     pub levels: LevelsSection,
     /// `[retention]`: how long each level keeps its restore points.
     pub retention: RetentionSection,
+    /// `[drill]`: the restore drill schedule of `serve`.
+    pub drill: DrillSection,
     /// `[server]`: `ltxvault serve` only.
     pub server: ServerSection,
 }
@@ -214,6 +218,18 @@ pub struct RetentionSection {
     pub every: Option<Millis>,
 }
 
+/// `[drill]`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrillSection {
+    /// How often `serve` drills each database, or off.
+    pub every: Option<Every>,
+}
+
+/// How often something runs, in milliseconds, or `None` (written `"off"`) for never.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Every(pub Option<i64>);
+
 /// A duration in milliseconds, written `"500ms"`, `"5s"`, `"1m"`, `"24h"` or `"30d"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Millis(pub i64);
@@ -353,6 +369,28 @@ impl<'de> Deserialize<'de> for Keep {
     }
 }
 
+impl<'de> Deserialize<'de> for Every {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Every;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration such as \"12h\" or \"1d\", or \"off\"")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> std::result::Result<Every, E> {
+                if text == "off" {
+                    return Ok(Every(None));
+                }
+                parse_duration_ms(text).map(|ms| Every(Some(ms))).map_err(|e| E::custom(format!("{e}, or \"off\"")))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> std::result::Result<Every, E> {
+                Err(E::custom(format!("interval {n} has no unit: write \"{n}h\", \"{n}d\", ... or \"off\"")))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
 impl ConfigFile {
     /// Parses the text of a configuration file. Errors say the line and column, and quote
     /// the line.
@@ -369,7 +407,7 @@ impl ConfigFile {
     /// `base` with every key this file sets replaced, then checked with [`validate`].
     pub fn apply(&self, base: VaultConfig) -> Result<VaultConfig> {
         let mut config = base;
-        let ConfigFile { storage, ingest, levels, retention, server: _ } = self;
+        let ConfigFile { storage, ingest, levels, retention, drill, server: _ } = self;
         if let Some(io) = storage.io {
             config.io = io;
         }
@@ -402,6 +440,12 @@ impl ConfigFile {
         set_each(&mut config.retention_ms, keeps.map(|k| k.map(|Keep(ms)| ms)), |i| format!("retention.l{i}"))?;
         if let Some(Millis(ms)) = retention.every {
             config.retention_every = duration(ms);
+        }
+        if let Some(Every(every)) = drill.every {
+            if every.is_some_and(|ms| ms <= 0) {
+                return Err(Error::Invalid("drill.every must be positive, or \"off\"".into()));
+            }
+            config.drill_every = every.map(duration);
         }
         validate(&config)?;
         Ok(config)
@@ -581,6 +625,9 @@ pub fn validate(config: &VaultConfig) -> Result<()> {
     if config.retention_every.is_zero() {
         return invalid("retention.every must be positive".to_string());
     }
+    if config.drill_every.is_some_and(|every| every.is_zero()) {
+        return invalid("drill.every must be positive, or \"off\"".to_string());
+    }
     Ok(())
 }
 
@@ -659,6 +706,15 @@ pub fn example(config: &VaultConfig, server: &ServerSettings) -> String {
     line("# Time between two retention passes.".into());
     line(format!("every = \"{}\"", format_duration_ms(whole_ms(config.retention_every))));
     line(String::new());
+    line("[drill]".into());
+    line("# `ltxvault serve` only. How often each database gets a restore drill (its latest point and".into());
+    line("# a random point of each level restored, checked against the recorded checksum and with".into());
+    line("# SQLite's integrity_check; one drill at a time), give or take a tenth; \"off\" for never.".into());
+    line(format!(
+        "every = \"{}\"",
+        config.drill_every.map_or_else(|| "off".to_string(), |d| format_duration_ms(whole_ms(d)))
+    ));
+    line(String::new());
     let limits = &server.limits;
     let ms = |d: Duration| format_duration_ms(whole_ms(d));
     line("[server]".into());
@@ -728,6 +784,7 @@ mod tests {
             background_compaction: false,
             faults: None,
             min_free_bytes: 3,
+            drill_every: None,
         }
     }
 
@@ -752,6 +809,7 @@ mod tests {
             background_compaction: _, // Not a file setting: each command decides it.
             faults: _,                // Not a file setting: tests inject faults.
             min_free_bytes,
+            drill_every,
         } = parsed;
         assert_eq!(io, defaults.io);
         assert_eq!(segment_bytes, defaults.segment_bytes);
@@ -764,6 +822,7 @@ mod tests {
         assert_eq!(retention_every, defaults.retention_every);
         assert_eq!(compaction_grace_ms, defaults.compaction_grace_ms);
         assert_eq!(min_free_bytes, defaults.min_free_bytes);
+        assert_eq!(drill_every, defaults.drill_every);
     }
 
     #[test]
@@ -784,6 +843,7 @@ mod tests {
             "l0 = \"1d\"",
             "l1 = \"30d\"",
             "every = \"1m\"",
+            "every = \"1d\"",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
         }
@@ -957,6 +1017,22 @@ mod tests {
         assert_eq!(config.retention_ms, vec![None, defaults[1], Some(7 * 86_400_000), defaults[3]]);
         assert!(ConfigFile::parse("[retention]\nl0 = \"of\"\n").is_err());
         assert!(ConfigFile::parse("[retention]\nevery = \"off\"\n").is_err(), "every is a duration, not a retention");
+    }
+
+    #[test]
+    fn the_drill_schedule_is_a_duration_or_off() {
+        let apply = |text: &str| ConfigFile::parse(text).and_then(|f| f.apply(VaultConfig::default()));
+        assert_eq!(apply("[drill]\nevery = \"6h\"\n").unwrap().drill_every, Some(Duration::from_secs(6 * 3600)));
+        assert_eq!(apply("[drill]\nevery = \"off\"\n").unwrap().drill_every, None);
+        assert_eq!(apply("").unwrap().drill_every, Some(Duration::from_secs(86_400)));
+        let err = apply("[drill]\nevery = \"0s\"\n").unwrap_err().to_string();
+        assert!(err.contains("drill.every must be positive"), "{err}");
+        let err = apply("[drill]\nevery = \"daily\"\n").unwrap_err().to_string();
+        assert!(err.contains("or \"off\"") && err.contains("line 2"), "{err}");
+        let err = apply("[drill]\nevery = 3\n").unwrap_err().to_string();
+        assert!(err.contains("no unit"), "{err}");
+        let err = apply("[drill]\nevry = \"1d\"\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `evry`"), "{err}");
     }
 
     #[test]

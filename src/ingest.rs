@@ -122,6 +122,31 @@ pub(crate) struct LogWriter {
     pub next_seq: u64,
     /// The next segment, being zero-filled in the background.
     pub spare: Option<std::thread::JoinHandle<crate::Result<PreparedSegment>>>,
+    /// Where the durable part of the log ends, moved forward after every synced batch (see
+    /// [`DurableEnd`]).
+    pub durable_end: Arc<DurableEnd>,
+}
+
+/// The end of the durable log: the segment and offset after the last record whose batch
+/// was synced. Bytes before it never change again; bytes after it may be a batch being
+/// written. `None` before the first segment exists.
+#[derive(Debug, Default)]
+pub struct DurableEnd(Mutex<Option<Location>>);
+
+impl DurableEnd {
+    /// Starts at `end` (what recovery found).
+    pub fn new(end: Option<Location>) -> DurableEnd {
+        DurableEnd(Mutex::new(end))
+    }
+
+    /// Where the durable log ends now.
+    pub fn get(&self) -> Option<Location> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, end: Location) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(end);
+    }
 }
 
 static PADDING: [u8; 8] = [0; 8];
@@ -216,6 +241,7 @@ impl LogWriter {
                     }
                     *tail = end;
                     self.next_seq += count as u64;
+                    self.durable_end.set(Location { segment: *id, offset: end });
                 }
                 Err(e) => {
                     let reason = format!(

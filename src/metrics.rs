@@ -220,7 +220,11 @@ pub struct RestoreLabels {
     pub outcome: &'static str,
 }
 
-/// `{found_by="compaction|restore"}`.
+/// What can find damaged data: the L3 compactor's image check, a restore's checks, a
+/// restore drill, `verify`'s re-read of every stored byte.
+pub const FOUND_BY: [&str; 4] = ["compaction", "restore", "drill", "verify"];
+
+/// `{found_by="compaction|restore|drill|verify"}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FoundByLabel {
     /// The work that found it.
@@ -287,7 +291,7 @@ pub struct Gauges {
 }
 
 /// Gauges of one cluster.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterGauges {
     /// Databases with data.
     pub databases: u64,
@@ -296,6 +300,12 @@ pub struct ClusterGauges {
     pub hwm_lag_txids: u64,
     /// Bytes of stored pieces per level: index 0 the log's uploads, then L1, L2, L3.
     pub stored_bytes: Vec<u64>,
+    /// Databases whose last restore drill failed.
+    pub drills_failed: u64,
+    /// Databases never drilled (since the drill results file began).
+    pub drills_missing: u64,
+    /// Seconds since the oldest of the databases' last drills started (0 when none ran).
+    pub oldest_drill_age_seconds: f64,
 }
 
 /// Gauges of one compaction level.
@@ -337,6 +347,9 @@ pub struct Metrics {
     poisoned: Gauge,
     databases: Family<ClusterLabel, Gauge>,
     hwm_lag: Family<ClusterLabel, Gauge>,
+    drills_failed: Family<ClusterLabel, Gauge>,
+    drills_missing: Family<ClusterLabel, Gauge>,
+    oldest_drill_age: Family<ClusterLabel, Gauge<f64, AtomicU64>>,
     stored_bytes: Family<ClusterLevelLabels, Gauge>,
     compaction_lag: Family<LevelLabel, Gauge<f64, AtomicU64>>,
     compaction_backlog: Family<LevelLabel, Gauge>,
@@ -474,6 +487,27 @@ impl Metrics {
                 None,
                 Family::default(),
             ),
+            drills_failed: add(
+                r,
+                "drill_failed_databases",
+                "Databases of the cluster whose last restore drill failed (`ltxvault info` says why)",
+                None,
+                Family::default(),
+            ),
+            drills_missing: add(
+                r,
+                "drill_missing_databases",
+                "Databases of the cluster with no restore drill yet",
+                None,
+                Family::default(),
+            ),
+            oldest_drill_age: add(
+                r,
+                "drill_oldest_age_seconds",
+                "Seconds since the oldest last restore drill of a database of the cluster started",
+                None,
+                Family::default(),
+            ),
             stored_bytes: add(
                 r,
                 "stored",
@@ -524,7 +558,7 @@ impl Metrics {
                 let _ = metrics.restores.get_or_create(&RestoreLabels { kind: kind.as_str(), outcome });
             }
         }
-        for found_by in ["compaction", "restore"] {
+        for found_by in FOUND_BY {
             let _ = metrics.corruptions.get_or_create(&FoundByLabel { found_by });
         }
         *metrics.registry.lock().unwrap_or_else(|e| e.into_inner()) = std::mem::take(r);
@@ -570,17 +604,19 @@ impl Metrics {
         self.compaction_failures.get_or_create(&LevelLabel { level }).inc();
     }
 
-    /// Damaged data was found by `found_by` (`compaction` or `restore`).
+    /// Damaged data was found by `found_by` (one of [`FOUND_BY`]).
     pub fn corruption_found(&self, found_by: &'static str) {
-        self.corruptions.get_or_create(&FoundByLabel { found_by }).inc();
+        self.corruptions_found(found_by, 1);
+    }
+
+    /// `n` pieces of damaged data were found by `found_by` (one of [`FOUND_BY`]).
+    pub fn corruptions_found(&self, found_by: &'static str, n: u64) {
+        self.corruptions.get_or_create(&FoundByLabel { found_by }).inc_by(n);
     }
 
     /// Damaged data found since the vault opened, by any work.
     pub fn corruptions(&self) -> u64 {
-        ["compaction", "restore"]
-            .iter()
-            .map(|&found_by| self.corruptions.get_or_create(&FoundByLabel { found_by }).get())
-            .sum()
+        FOUND_BY.iter().map(|&found_by| self.corruptions.get_or_create(&FoundByLabel { found_by }).get()).sum()
     }
 
     /// Counts a finished restore of `kind` that took `elapsed`: successful ones also go
@@ -628,11 +664,17 @@ impl Metrics {
         // Clusters come and go: start from empty families so a deleted one disappears.
         self.databases.clear();
         self.hwm_lag.clear();
+        self.drills_failed.clear();
+        self.drills_missing.clear();
+        self.oldest_drill_age.clear();
         self.stored_bytes.clear();
         for (cluster, c) in &g.clusters {
             let label = ClusterLabel { cluster: cluster.clone() };
             self.databases.get_or_create(&label).set(as_i64(c.databases));
             self.hwm_lag.get_or_create(&label).set(as_i64(c.hwm_lag_txids));
+            self.drills_failed.get_or_create(&label).set(as_i64(c.drills_failed));
+            self.drills_missing.get_or_create(&label).set(as_i64(c.drills_missing));
+            self.oldest_drill_age.get_or_create(&label).set(c.oldest_drill_age_seconds);
             for (level, &bytes) in c.stored_bytes.iter().enumerate() {
                 let label = ClusterLevelLabels { cluster: cluster.clone(), level: level as u8 };
                 self.stored_bytes.get_or_create(&label).set(as_i64(bytes));
@@ -719,7 +761,12 @@ mod tests {
             poisoned: true,
             clusters: [(
                 "c1".to_string(),
-                ClusterGauges { databases: 2, hwm_lag_txids: 1, stored_bytes: vec![10, 0, 0, 7] },
+                ClusterGauges {
+                    databases: 2,
+                    hwm_lag_txids: 1,
+                    stored_bytes: vec![10, 0, 0, 7],
+                    ..ClusterGauges::default()
+                },
             )]
             .into(),
             compaction: vec![CompactionGauges { lag_seconds: 1.5, backlog_pieces: 4 }],

@@ -4,7 +4,7 @@
 
 use crate::config::{format_duration_ms, format_retention};
 use crate::ltx::TxId;
-use crate::vault::{DbInfo, VaultConfig};
+use crate::vault::{DbInfo, DrillResult, VaultConfig};
 
 /// A timestamp in ms as RFC 3339 (UTC, milliseconds).
 pub fn rfc3339(ms: i64) -> String {
@@ -24,8 +24,40 @@ pub fn retention_ms(config: &VaultConfig, level: u8) -> Option<i64> {
     config.retention_ms.get(usize::from(level)).copied().flatten()
 }
 
-/// A database as JSON: position, HWM, page size, size, then per level its window,
-/// retention, pieces, bytes on disk and restorable range.
+/// A restore drill as JSON: when, how long, the seed (a string: it may not fit a double),
+/// whether it passed and why not, and every point drilled.
+pub fn drill_json(drill: &DrillResult) -> serde_json::Value {
+    let points: Vec<_> = drill
+        .points
+        .iter()
+        .map(|p| {
+            serde_json::json!({"point": p.choice.to_string(), "txid": p.txid.to_string(),
+                "timestamp_ms": p.timestamp_ms, "time": rfc3339(p.timestamp_ms),
+                "checksum": p.checksum.to_string(), "commit": p.commit, "ok": p.ok, "detail": p.detail})
+        })
+        .collect();
+    serde_json::json!({"time": rfc3339(drill.started_ms), "timestamp_ms": drill.started_ms,
+        "duration_ms": drill.duration_ms, "seed": drill.seed.to_string(), "ok": drill.ok,
+        "detail": drill.detail, "points": points})
+}
+
+/// A drill for people, one line: when, passed or failed, points, time taken, the seed.
+pub fn drill_text(drill: &serde_json::Value) -> String {
+    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let ok = drill["ok"].as_bool().unwrap_or(false);
+    let points = drill["points"].as_array().map_or(0, Vec::len);
+    let passed = drill["points"].as_array().map_or(0, |p| p.iter().filter(|p| p["ok"] == true).count());
+    let verdict = if ok { "ok".to_string() } else { format!("FAILED: {}", text(&drill["detail"])) };
+    format!(
+        "{} {verdict} ({passed}/{points} points, {} ms, seed {})",
+        text(&drill["time"]),
+        text(&drill["duration_ms"]),
+        text(&drill["seed"])
+    )
+}
+
+/// A database as JSON: position, HWM, page size, size, per level its window, retention,
+/// pieces, bytes on disk and restorable range, and the last restore drill (or null).
 pub fn info_json(info: &DbInfo, config: &VaultConfig) -> serde_json::Value {
     let point = |p: Option<(TxId, i64)>| {
         p.map(|(txid, ms)| serde_json::json!({"txid": txid.to_string(), "timestamp_ms": ms, "time": rfc3339(ms)}))
@@ -44,7 +76,8 @@ pub fn info_json(info: &DbInfo, config: &VaultConfig) -> serde_json::Value {
     serde_json::json!({"cluster": info.cluster, "db": info.db, "position": info.position.to_string(),
         "hwm": info.hwm.to_string(), "page_size": info.page_size, "commit": info.commit,
         "size_bytes": u64::from(info.commit) * u64::from(info.page_size),
-        "oldest": point(info.oldest), "newest": point(info.newest), "levels": levels})
+        "oldest": point(info.oldest), "newest": point(info.newest), "levels": levels,
+        "drill": info.drill.as_ref().map(drill_json)})
 }
 
 /// [`info_json`] for people: the database, then a table with one row per level.
@@ -85,6 +118,8 @@ pub fn info_text(info: &serde_json::Value) -> String {
         text(&info["commit"]),
         text(&info["size_bytes"]),
     );
+    let drill = if info["drill"].is_null() { "none yet".to_string() } else { drill_text(&info["drill"]) };
+    out.push_str(&format!("  last drill {drill}\n"));
     for row in &rows {
         let cells: Vec<_> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:width$}")).collect();
         out.push_str(&format!("  {}\n", cells.join("  ").trim_end()));

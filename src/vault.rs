@@ -1,7 +1,8 @@
 //! The engine's one face: open a vault directory, ingest uploads, read positions, restore,
 //! and the operations built on them (`ops`: snapshots, restore in place, SQLite uploads,
-//! clones; `delete`: deleting a database). The server and the CLI call this and never
-//! reach past it.
+//! clones; `delete`: deleting a database; `verify`: checking every stored byte; `drill`:
+//! restore drills and their schedule). The server and the CLI call this and never reach
+//! past it.
 //!
 //! ```text
 //! <dir>/LOCK                      exclusive lock; holds the owner's pid
@@ -9,14 +10,19 @@
 //! <dir>/sums/<hash>.sums          page-checksum map per database (see `catalog::pagesums`)
 //! <dir>/levels/<hash>/            level files and images per database (see `compact`)
 //! <dir>/tmp/                      scratch files of running operations; emptied at open
+//! <dir>/drills.json               the last restore drill of every database (see `drill`)
 //! ```
 
 mod delete;
+pub mod drill;
 mod observe;
 mod ops;
+pub mod verify;
 
+pub use drill::{DrillPoint, DrillResult, PointChoice};
 pub use observe::Health;
 pub use ops::{CloneReport, InPlace, Point, SnapshotFormat, SnapshotInfo};
+pub use verify::{Problem, StorageCheck, StorageReport, Subject};
 
 use std::fs::File;
 use std::io::Read;
@@ -38,7 +44,8 @@ use crate::compact::{
 };
 use crate::error::{Error, Result};
 use crate::ingest::{
-    LogWriter, Payload, Poison, WriteRequest, WriterLimits, Written, apply_to_sums, checksum_after, payload_checksum,
+    DurableEnd, LogWriter, Payload, Poison, WriteRequest, WriterLimits, Written, apply_to_sums, checksum_after,
+    payload_checksum,
 };
 use crate::io::engine::{IoChoice, IoEngine, open_engine};
 use crate::io::{FaultPlan, Fs, MappedFile, TempFile};
@@ -74,8 +81,9 @@ pub struct VaultConfig {
     pub retention_every: Duration,
     /// How long past a window's end a quiet database's window stays open.
     pub compaction_grace_ms: i64,
-    /// Run one compactor thread per level. Off, compaction runs only through
-    /// [`Vault::compact_now`].
+    /// Run the background threads of a serving vault: one compactor per level, retention,
+    /// and the restore drill schedule (when `drill_every` is set). Off, each runs only
+    /// when called ([`Vault::compact_now`], [`Vault::retain_now`], [`Vault::drill`]).
     pub background_compaction: bool,
     /// Tests only: asked before every durable file-system operation of this vault whether
     /// it fails (see `io::fs`). `None` in production.
@@ -84,6 +92,9 @@ pub struct VaultConfig {
     /// ([`Vault::health`], `GET /readyz`). Writes are not refused below it; it is the
     /// alarm before the disk fills.
     pub min_free_bytes: u64,
+    /// How often the schedule drills each database (give or take a tenth); `None` turns
+    /// the schedule off. See `drill`.
+    pub drill_every: Option<Duration>,
 }
 
 impl VaultConfig {
@@ -110,6 +121,7 @@ impl Default for VaultConfig {
             background_compaction: true,
             faults: None,
             min_free_bytes: 1 << 30,
+            drill_every: Some(Duration::from_secs(86_400)),
         }
     }
 }
@@ -148,6 +160,8 @@ pub struct DbInfo {
     pub newest: Option<(TxId, i64)>,
     /// What each level holds: L0, L1, L2, L3.
     pub levels: Vec<LevelInfo>,
+    /// The last restore drill, if the database has had one.
+    pub drill: Option<DrillResult>,
 }
 
 /// What one level holds for a database.
@@ -198,6 +212,10 @@ pub struct Vault {
     /// Numbers the scratch files under `<dir>/tmp/`.
     scratch_seq: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Where the durable log ends (moved by the writer).
+    durable_end: Arc<DurableEnd>,
+    /// Restore drills: the last result per database, one at a time.
+    drills: Arc<drill::Drills>,
     _lock: File,
 }
 
@@ -317,6 +335,8 @@ impl Vault {
             engine = engine.name(),
             "vault open"
         );
+        let durable_end =
+            Arc::new(DurableEnd::new(recovered.active.map(|segment| Location { segment, offset: recovered.tail })));
         let active = match recovered.active {
             Some(id) => {
                 let path = crate::segment::segment_path(&log_dir, id);
@@ -342,6 +362,7 @@ impl Vault {
             active,
             next_seq: recovered.next_seq,
             spare: None,
+            durable_end: durable_end.clone(),
         };
         let compactor = Arc::new(Compactor {
             fs: fs.clone(),
@@ -367,6 +388,32 @@ impl Vault {
             }
         }
         let gate = Arc::new(RwLock::new(()));
+        let drill_results = drill::load(dir).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the drill results file is damaged; starting without earlier results (verify reports it)");
+            Default::default()
+        });
+        let drills = Arc::new(drill::Drills {
+            catalog: catalog.clone(),
+            segments: segments.clone(),
+            metrics: metrics.clone(),
+            gate: gate.clone(),
+            clock: clock.clone(),
+            vault_dir: dir.to_path_buf(),
+            results: Mutex::new(drill_results),
+            running: Mutex::new(()),
+            file_lock: Mutex::new(()),
+            scratch_seq: AtomicU64::new(0),
+        });
+        if config.background_compaction
+            && let Some(every) = config.drill_every
+        {
+            let (drills, stop, poison) = (drills.clone(), stop.clone(), poison.clone());
+            let handle = std::thread::Builder::new()
+                .name("ltxvault-drill".into())
+                .spawn(move || drill::drill_loop(&drills, every, &stop, &poison))
+                .map_err(|e| Error::io("start the drill thread", e))?;
+            compactor_threads.push(handle);
+        }
         if config.background_compaction {
             let retention = Retention {
                 catalog: catalog.clone(),
@@ -404,6 +451,8 @@ impl Vault {
             engine_note,
             scratch_seq: AtomicU64::new(0),
             metrics,
+            durable_end,
+            drills,
             _lock: lock_file,
         })
     }
@@ -449,9 +498,10 @@ impl Vault {
         .run()
     }
 
-    /// Damaged data found since the vault opened: by the compactors (an image whose
-    /// database checksum does not match the one recorded for its last transaction) or by a
-    /// restore (a check of an input or of the result failed).
+    /// Corruption found since the vault opened: by the compactors (an image whose database
+    /// checksum does not match the one recorded for its last transaction), by restore
+    /// drills (a restore that does not match its recorded checksum) and by
+    /// [`Vault::verify_storage`] (each problem it reports).
     pub fn corruptions(&self) -> u64 {
         self.metrics.corruptions()
     }
@@ -713,11 +763,13 @@ impl Vault {
             }
         };
         let mut out = Vec::with_capacity(states.len());
+        let mut drills = self.drills.results();
         for (key, state) in states {
             let state = lock(&state);
             if state.durable.txid == TxId::ZERO || state.deleted {
                 continue;
             }
+            let drill = drills.remove(&key);
             let point = |r: &Run| (r.max_txid, r.timestamp_ms);
             let pieces = || state.runs.iter().chain(state.levels.iter().flatten());
             out.push(DbInfo {
@@ -742,6 +794,7 @@ impl Vault {
                         newest: runs.last().map(point),
                     })
                     .collect(),
+                drill,
             });
         }
         out
@@ -768,19 +821,7 @@ impl Vault {
 
     /// Plans a restore without writing anything: the point it resolves to and the inputs.
     pub fn plan_restore(&self, cluster: &str, db: &str, target: Target) -> Result<(Plan, u32)> {
-        let not_found = || Error::NotFound { cluster: cluster.into(), db: db.into() };
-        let state = self.catalog.get(&DbKey { cluster: cluster.into(), db: db.into() }).ok_or_else(not_found)?;
-        let (pieces, page_size) = {
-            let state = lock(&state);
-            if state.deleted {
-                return Err(not_found());
-            }
-            (pieces_of(&state), state.page_size)
-        };
-        if pieces.is_empty() {
-            return Err(not_found());
-        }
-        Ok((restore::plan(&pieces, target)?, page_size))
+        plan_in(&self.catalog, cluster, db, target)
     }
 
     /// Runs one compaction pass of every level now, in the calling thread (tests and
@@ -917,6 +958,9 @@ fn run_of(h: &RecordHeader, location: Location) -> Run {
 /// A fresh state for a database, with its page-checksum map opened.
 fn new_state(fs: &Fs, sums_dir: &Path, key: &DbKey, metrics: &Metrics) -> Result<DbState> {
     let (sums, clean_point) = PageSums::open(fs, &sums_path(sums_dir, key), &key.cluster, &key.db)?;
+    if let Some(damage) = sums.damage_at_open() {
+        tracing::error!(file = %sums.path().display(), damage, "damaged page-checksum map: rebuilding it (the disk may be failing; run `ltxvault verify`)");
+    }
     Ok(DbState {
         levels: vec![Vec::new(); DEFAULT_LEVEL_INTERVALS_MS.len()],
         clean_point,
@@ -1158,6 +1202,24 @@ fn take_lock(fs: &Fs, dir: &Path) -> Result<File> {
     let me = format!("process {} ({})", std::process::id(), std::env::args().next().unwrap_or_default());
     fs.write_all_at(&file, me.as_bytes(), 0, &path)?;
     Ok(file)
+}
+
+/// Plans a restore of `cluster`/`db` at `target` from the catalog: the plan and the page
+/// size.
+fn plan_in(catalog: &Catalog, cluster: &str, db: &str, target: Target) -> Result<(Plan, u32)> {
+    let not_found = || Error::NotFound { cluster: cluster.into(), db: db.into() };
+    let state = catalog.get(&DbKey { cluster: cluster.into(), db: db.into() }).ok_or_else(not_found)?;
+    let (pieces, page_size) = {
+        let state = lock(&state);
+        if state.deleted {
+            return Err(not_found());
+        }
+        (pieces_of(&state), state.page_size)
+    };
+    if pieces.is_empty() {
+        return Err(not_found());
+    }
+    Ok((restore::plan(&pieces, target)?, page_size))
 }
 
 /// Every stored run of a database's history, all levels.

@@ -10,7 +10,10 @@
 //! position. The flag is cleared (and the header synced) before the first change after a
 //! clean point, and set again only after all entries are synced. At open, a map that is
 //! not clean at exactly the catalog's position, or whose entries fail their checksum, is
-//! rebuilt from the log.
+//! rebuilt from the log. A map that fails a check no crash can explain (a header that
+//! fails its checksum, entries that fail theirs while the header says clean) is damage:
+//! it is rebuilt all the same, and [`PageSums::damage_at_open`] says what was found, so
+//! that `verify` reports the disk that flipped the bits.
 //!
 //! ```text
 //! header (512 bytes, little-endian)
@@ -80,6 +83,8 @@ pub struct PageSums {
     path: PathBuf,
     entries: u32,
     clean: bool,
+    /// Damage found when the map was opened (see the module docs).
+    damage: Option<String>,
 }
 
 impl PageSums {
@@ -95,41 +100,92 @@ impl PageSums {
             path: path.into(),
             entries: 0,
             clean: false,
+            damage: None,
         };
         if len < HEADER_SIZE {
+            if len > 0 {
+                sums.damage = Some(format!("{len} bytes, shorter than the {HEADER_SIZE}-byte header"));
+            }
             sums.init_header(cluster, db, 0);
             return Ok((sums, None));
         }
-        let clean = sums.read_clean_point();
+        let (clean, damage) = match sums.read_clean_point() {
+            Ok(clean) => (clean, None),
+            Err(damage) => (None, Some(damage)),
+        };
         if clean.is_none() {
             sums.init_header(cluster, db, 0);
         } else {
             sums.entries = clean.map_or(0, |c| c.entries);
             sums.clean = true;
         }
+        sums.damage = damage;
         Ok((sums, clean))
     }
 
-    fn read_clean_point(&self) -> Option<CleanPoint> {
+    /// The clean point the header vouches for: `Ok(None)` when there is none (a new map,
+    /// one left dirty by a crash, another format version), `Err` when the map is damaged.
+    fn read_clean_point(&self) -> std::result::Result<Option<CleanPoint>, String> {
         let h = &self.map[..HEADER_SIZE];
-        if h[..VERSION_OFFSET] != MAGIC || le_u64(h, HEADER_SUM_OFFSET) != xxh3_64(&h[..HEADER_SUM_OFFSET]) {
-            return None;
+        if h.iter().all(|&b| b == 0) {
+            return Ok(None); // created, never written back
+        }
+        if h[..VERSION_OFFSET] != MAGIC {
+            return Err("not a page-checksum map (bad magic)".into());
+        }
+        if le_u64(h, HEADER_SUM_OFFSET) != xxh3_64(&h[..HEADER_SUM_OFFSET]) {
+            return Err("header checksum mismatch".into());
         }
         if le_u32(h, VERSION_OFFSET) != VERSION || h[CLEAN_OFFSET] != 1 {
-            return None;
+            return Ok(None);
         }
         let entries = le_u32(h, ENTRIES_OFFSET);
         let end = HEADER_SIZE + entries as usize * ENTRY_SIZE;
-        let body = self.map.get(HEADER_SIZE..end)?;
+        let body = self
+            .map
+            .get(HEADER_SIZE..end)
+            .ok_or_else(|| format!("the header says {entries} entries, the file holds fewer"))?;
         if xxh3_64(body) != le_u64(h, ENTRIES_SUM_OFFSET) {
-            return None;
+            return Err(format!("the header says clean, but the {entries} entries fail their checksum"));
         }
-        Some(CleanPoint {
+        Ok(Some(CleanPoint {
             txid: TxId(le_u64(h, TXID_OFFSET)),
             checksum: Checksum(le_u64(h, CHECKSUM_OFFSET)),
             page_size: le_u32(h, PAGE_SIZE_OFFSET),
             entries,
-        })
+        }))
+    }
+
+    /// What was wrong with the map when it was opened (it was rebuilt since), if anything.
+    pub fn damage_at_open(&self) -> Option<&str> {
+        self.damage.as_deref()
+    }
+
+    /// Checks the map as it is now: the header's magic and checksum, and, when the header
+    /// says clean, the entries' checksum. (Whether the entries add up to the database's
+    /// checksum is the caller's check: see [`PageSums::database_checksum`].)
+    pub fn verify(&self) -> std::result::Result<(), String> {
+        let h = &self.map[..HEADER_SIZE];
+        if h[..VERSION_OFFSET] != MAGIC {
+            return Err("not a page-checksum map (bad magic)".into());
+        }
+        if le_u64(h, HEADER_SUM_OFFSET) != xxh3_64(&h[..HEADER_SUM_OFFSET]) {
+            return Err("header checksum mismatch".into());
+        }
+        if le_u32(h, ENTRIES_OFFSET) != self.entries && h[CLEAN_OFFSET] == 1 {
+            return Err(format!(
+                "the header says {} entries, the map holds {}",
+                le_u32(h, ENTRIES_OFFSET),
+                self.entries
+            ));
+        }
+        if h[CLEAN_OFFSET] == 1 {
+            let end = HEADER_SIZE + self.entries as usize * ENTRY_SIZE;
+            if xxh3_64(&self.map[HEADER_SIZE..end]) != le_u64(h, ENTRIES_SUM_OFFSET) {
+                return Err(format!("the header says clean, but the {} entries fail their checksum", self.entries));
+            }
+        }
+        Ok(())
     }
 
     fn init_header(&mut self, cluster: &str, db: &str, page_size: u32) {
@@ -296,9 +352,48 @@ mod tests {
         sums.set(PageNo(2), Checksum(Checksum::FLAG | 6));
         sums.mark_clean(TxId(2), sums.database_checksum(512), 512).unwrap();
         drop(sums);
-        let mut bytes = std::fs::read(&path).unwrap();
+        let pristine = std::fs::read(&path).unwrap();
+        let mut bytes = pristine.clone();
         bytes[HEADER_SIZE + 9] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert_eq!(PageSums::open(&Fs::default(), &path, "c", "d").unwrap().1, None);
+        let (sums, clean) = PageSums::open(&Fs::default(), &path, "c", "d").unwrap();
+        assert_eq!(clean, None);
+        assert!(sums.damage_at_open().unwrap().contains("entries fail their checksum"), "{:?}", sums.damage_at_open());
+        assert_eq!(sums.verify(), Ok(()), "the map was started again");
+        drop(sums);
+
+        // A header byte: damage too.
+        let mut bytes = pristine.clone();
+        bytes[NAMES_OFFSET] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let (sums, _) = PageSums::open(&Fs::default(), &path, "c", "d").unwrap();
+        assert_eq!(sums.damage_at_open(), Some("header checksum mismatch"));
+        drop(sums);
+
+        // A map left dirty (a crash after a change) is not damage, and neither is a new one.
+        std::fs::write(&path, &pristine).unwrap();
+        let (mut sums, clean) = PageSums::open(&Fs::default(), &path, "c", "d").unwrap();
+        assert!(clean.is_some());
+        sums.resize(3).unwrap();
+        drop(sums);
+        let (sums, clean) = PageSums::open(&Fs::default(), &path, "c", "d").unwrap();
+        assert_eq!((clean, sums.damage_at_open()), (None, None));
+        let (sums, _) = PageSums::open(&Fs::default(), &dir.path().join("new.sums"), "c", "d").unwrap();
+        assert_eq!(sums.damage_at_open(), None);
+    }
+
+    #[test]
+    fn verify_sees_a_byte_changed_under_a_clean_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.sums");
+        let (mut sums, _) = PageSums::open(&Fs::default(), &path, "c", "d").unwrap();
+        sums.resize(2).unwrap();
+        sums.set(PageNo(1), Checksum(Checksum::FLAG | 5));
+        sums.mark_clean(TxId(1), sums.database_checksum(512), 512).unwrap();
+        assert_eq!(sums.verify(), Ok(()));
+        // Another writer of the file (a disk, a stray process): the map sees the change.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &[0xff], (HEADER_SIZE + 3) as u64).unwrap();
+        assert!(sums.verify().unwrap_err().contains("entries fail their checksum"));
     }
 }

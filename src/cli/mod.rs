@@ -7,6 +7,7 @@ mod ltx_cmd;
 mod remote;
 mod serve_cmd;
 mod vault_cmd;
+mod verify_cmd;
 
 use std::process::ExitCode;
 
@@ -72,6 +73,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check every stored byte, then restore each database's latest point and a random
+    /// point of each level and check them with SQLite; exit 0 only if all is well.
+    Verify(verify_cmd::VerifyArgs),
     /// Write a database at a point in time as a plain SQLite file or an LTX snapshot.
     Export(vault_cmd::ExportArgs),
     /// List databases with their position, size, last upload and restorable window.
@@ -125,6 +129,7 @@ pub fn run() -> ExitCode {
         Command::Info { db, config, json } => vault_cmd::info(db, config, json),
         Command::Ls(args) => vault_cmd::ls(args),
         Command::Export(args) => vault_cmd::export(args),
+        Command::Verify(args) => verify_cmd::verify(args),
         Command::ImportLitestream { db, config, replica } => vault_cmd::import(db, config, replica),
         Command::Config { command } => config_cmd::run(command),
         Command::Token { command } => auth_cmd::token(command),

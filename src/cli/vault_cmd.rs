@@ -215,7 +215,7 @@ pub(crate) fn export(args: ExportArgs) -> Result<ExitCode> {
 }
 
 /// Opens an existing vault (never creates one).
-fn open(data: &Path, config: VaultConfig) -> Result<Vault> {
+pub(crate) fn open(data: &Path, config: VaultConfig) -> Result<Vault> {
     if !data.join("l0").is_dir() {
         return Err(Error::Invalid(format!("{} is not a vault (no l0/ directory)", data.display())));
     }
@@ -464,7 +464,7 @@ fn peak_rss_kib() -> u64 {
 
 /// A progress bar on stderr when it is a terminal; hidden (and free) otherwise, so that
 /// scripts and logs see only the result lines.
-fn progress_bar(verb: &str, unit: &str) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(verb: &str, unit: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
     let template = format!("{verb} {{bar:40}} {{pos}}/{{len}} {unit} ({{eta}})");
     if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {

@@ -92,15 +92,22 @@ pub fn database_checksum(image: &[u8], page_size: u32) -> Checksum {
 /// Database checksum of a database file on disk, read in 1 MiB chunks so that memory
 /// stays flat for any database size.
 pub fn database_file_checksum(path: &Path, page_size: u32) -> Result<Checksum> {
-    use std::os::unix::fs::FileExt;
-    let file = File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-    let len = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?.len();
+    let len = std::fs::metadata(path).map_err(|e| Error::io(format!("stat {}", path.display()), e))?.len();
     if !len.is_multiple_of(page_size as u64) {
         return Err(Error::Invalid(format!(
             "{}: size {len} is not a multiple of the page size {page_size}",
             path.display()
         )));
     }
+    database_checksum_of_prefix(path, len, page_size)
+}
+
+/// The database checksum of the first `len` bytes (whole pages) of the file at `path`: a
+/// database followed by something else, such as an image's footer.
+pub fn database_checksum_of_prefix(path: &Path, len: u64, page_size: u32) -> Result<Checksum> {
+    use std::os::unix::fs::FileExt;
+    assert!(len.is_multiple_of(u64::from(page_size)), "whole pages");
+    let file = File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
     let lock = PageNo::lock_page(page_size);
     let chunk_pages = ((1 << 20) / page_size as usize).max(1);
     let mut buf = vec![0u8; chunk_pages * page_size as usize];

@@ -20,7 +20,9 @@ pub mod merge;
 pub mod types;
 
 pub use apply::apply_pages;
-pub use checksum::{Crc64, crc64, database_checksum, database_file_checksum, page_checksum};
+pub use checksum::{
+    Crc64, crc64, database_checksum, database_checksum_of_prefix, database_file_checksum, page_checksum,
+};
 pub use decode::{Decoder, Page, Summary};
 pub use encode::{Encoder, Format};
 pub use error::{LtxError, Rule};

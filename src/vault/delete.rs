@@ -110,6 +110,8 @@ impl Vault {
         state.pending = Position::default();
         state.durable = Position::default();
         self.catalog.remove(&key);
+        drop(state);
+        self.drills.forget(&key);
         tracing::info!(cluster, db, tombstone = seq, "database deleted");
         Ok(())
     }

@@ -69,7 +69,10 @@ impl Vault {
             free_bytes: crate::io::free_bytes(&self.dir).ok(),
             ..Gauges::default()
         };
+        let drills: std::collections::BTreeMap<_, _> =
+            self.drill_results().into_iter().map(|(cluster, db, result)| ((cluster, db), result)).collect();
         for key in self.catalog.keys() {
+            let drill = drills.get(&(key.cluster.clone(), key.db.clone()));
             let Some(state) = self.catalog.get(&key) else { continue };
             let state = lock(&state);
             if state.deleted || state.durable.txid == TxId::ZERO {
@@ -80,6 +83,14 @@ impl Vault {
                 .entry(key.cluster)
                 .or_insert_with(|| ClusterGauges { stored_bytes: vec![0; levels + 1], ..ClusterGauges::default() });
             cluster.databases += 1;
+            match drill {
+                None => cluster.drills_missing += 1,
+                Some(drill) => {
+                    cluster.drills_failed += u64::from(!drill.ok);
+                    let age = now_ms.saturating_sub(drill.started_ms).max(0) as f64 / 1000.0;
+                    cluster.oldest_drill_age_seconds = cluster.oldest_drill_age_seconds.max(age);
+                }
+            }
             cluster.hwm_lag_txids = cluster.hwm_lag_txids.max(state.pending.txid.0.saturating_sub(state.hwm.0));
             for (level, pieces) in std::iter::once(&state.runs).chain(&state.levels).enumerate().take(levels + 1) {
                 cluster.stored_bytes[level] += pieces.iter().map(|r| r.bytes).sum::<u64>();

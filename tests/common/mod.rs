@@ -7,6 +7,7 @@ pub mod http;
 pub mod ltxgen;
 pub mod peers;
 pub mod server;
+pub mod sqlite;
 
 use ltxvault::ltx::{Checksum, Encoder, Format, Header, PageNo, TxId, database_checksum};
 
@@ -128,6 +129,38 @@ impl ModelDb {
             enc.finish(next.checksum).expect("finish").0
         };
         (bytes, next)
+    }
+
+    /// The upload that takes the model to `image` (a whole database file) `dt_ms` later: a
+    /// snapshot when the model is empty, else the pages that differ or are new.
+    pub fn change_to(&self, image: Vec<u8>, dt_ms: i64) -> (Vec<u8>, ModelDb) {
+        let ps = self.page_size as usize;
+        assert_eq!(image.len() % ps, 0, "whole pages");
+        let lock = PageNo::lock_page(self.page_size).0;
+        let mut next = self.clone();
+        next.image = image;
+        next.txid = self.txid + 1;
+        next.timestamp_ms = self.timestamp_ms + dt_ms;
+        next.checksum = database_checksum(&next.image, self.page_size);
+        let header = Header {
+            page_size: self.page_size,
+            commit: next.commit(),
+            min_txid: TxId(next.txid),
+            max_txid: TxId(next.txid),
+            timestamp_ms: next.timestamp_ms,
+            pre_apply_checksum: if self.txid == 0 { Checksum::NONE } else { self.checksum },
+            ..Header::default()
+        };
+        if self.txid == 0 {
+            return (next.snapshot_bytes_with(&header, false), next);
+        }
+        let mut enc = Encoder::new(Vec::new(), &header, Format::V1 { compress: true }).expect("header");
+        for p in (1..=next.commit()).filter(|&p| p != lock) {
+            if p > self.commit() || self.page(p) != next.page(p) {
+                enc.write_page(PageNo(p), next.page(p)).expect("page");
+            }
+        }
+        (enc.finish(next.checksum).expect("finish").0, next)
     }
 
     /// A snapshot of the current state (TXID 1..=txid).
