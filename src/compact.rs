@@ -337,7 +337,10 @@ impl Compactor {
                 _ => run.min_txid.follows(last.max_txid),
             };
             if list.last().is_none_or(extends) {
+                let bytes = crate::catalog::stored_bytes(key, &run);
                 list.push(run);
+                state.stored_bytes += bytes;
+                self.catalog.usage.add(&key.cluster, bytes);
                 written += 1;
             } else if let Some(path) = run.path() {
                 // Cannot happen while passes of a level are serialized; a file that

@@ -80,6 +80,25 @@ pub enum Error {
         limit: u64,
     },
 
+    /// An upload would take its cluster past its quota (see `quota`). Nothing was stored.
+    /// (HTTP: 507 `EQUOTA`.)
+    #[error(
+        "upload refused: cluster \"{cluster}\" stores {} of its {} quota ({used} of {quota} bytes) and this upload needs {needed} bytes more; \
+         free space (delete databases, shorten retention) or raise quotas.default / quotas.clusters.{cluster}",
+        crate::quota::human_bytes(*used),
+        crate::quota::human_bytes(*quota)
+    )]
+    QuotaExceeded {
+        /// The cluster.
+        cluster: String,
+        /// Bytes it stores.
+        used: u64,
+        /// Its quota.
+        quota: u64,
+        /// Bytes the upload would add.
+        needed: u64,
+    },
+
     /// The ingest queue stayed full for the configured wait; try again.
     #[error("vault busy: the ingest queue stayed full for {0} ms; retry later")]
     Busy(u64),

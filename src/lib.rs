@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod io;
 pub mod ltx;
 pub mod names;
+pub mod quota;
 pub mod report;
 pub mod restore;
 pub mod retention;

@@ -29,7 +29,7 @@ use crossbeam::channel::{Receiver, SendTimeoutError, Sender};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::catalog::pagesums::{CleanPoint, PageSums};
-use crate::catalog::{Catalog, DbKey, DbState, Position, Run, Source, lock};
+use crate::catalog::{Catalog, DbKey, DbState, Position, Run, Source, lock, stored_bytes};
 use crate::clock::{Clock, SystemClock};
 use crate::compact::{
     Compactor, DEFAULT_GRACE_MS, DEFAULT_LEVEL_INTERVALS_MS, DEFAULT_RETENTION_MS, load_level_file,
@@ -44,6 +44,7 @@ use crate::io::TempFile;
 use crate::io::engine::{IoChoice, IoEngine, open_engine};
 use crate::ltx::{Checksum, Decoder, Header, PageNo, Trailer, TxId, database_file_checksum, page_checksum};
 use crate::names;
+use crate::quota::{ClusterUsage, Quotas};
 use crate::restore::{self, Plan, Target};
 use crate::segment::format::{KIND_LTX, KIND_TOMBSTONE, RecordHeader};
 use crate::segment::{Location, Segments, recover};
@@ -76,6 +77,8 @@ pub struct VaultConfig {
     /// Run one compactor thread per level. Off, compaction runs only through
     /// [`Vault::compact_now`].
     pub background_compaction: bool,
+    /// How many bytes each cluster may store; uploads past it are refused (see `quota`).
+    pub quotas: Quotas,
 }
 
 impl VaultConfig {
@@ -100,6 +103,7 @@ impl Default for VaultConfig {
             retention_every: Duration::from_secs(60),
             compaction_grace_ms: DEFAULT_GRACE_MS,
             background_compaction: true,
+            quotas: Quotas::default(),
         }
     }
 }
@@ -279,6 +283,9 @@ impl Vault {
                 let mut state = lock(&state);
                 settle_position(&mut state);
                 rebuild_sums_if_needed(&segments, &key, &mut state)?;
+                state.stored_bytes =
+                    state.runs.iter().chain(state.levels.iter().flatten()).map(|r| stored_bytes(&key, r)).sum();
+                catalog.usage.add(&key.cluster, state.stored_bytes);
             }
         }
         let (engine, note) = match engine {
@@ -437,6 +444,25 @@ impl Vault {
         self.compactor.corruptions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// What `cluster` stores against its quota (see `quota` for what counts). Kept up to
+    /// date as uploads, compaction, retention and deletions change it; free to call.
+    pub fn usage(&self, cluster: &str) -> ClusterUsage {
+        ClusterUsage { bytes: self.catalog.usage.bytes(cluster), quota: self.config.quotas.limit(cluster) }
+    }
+
+    /// [`Vault::usage`] of every cluster that stores anything, by name.
+    pub fn usages(&self) -> Vec<(String, ClusterUsage)> {
+        self.catalog
+            .usage
+            .all()
+            .into_iter()
+            .map(|(cluster, bytes)| {
+                let quota = self.config.quotas.limit(&cluster);
+                (cluster, ClusterUsage { bytes, quota })
+            })
+            .collect()
+    }
+
     /// Why the vault is poisoned, if it is.
     pub fn poisoned(&self) -> Option<String> {
         self.poison.reason()
@@ -582,7 +608,14 @@ impl Vault {
             payload_len: bytes.len() as u64,
             payload_xxh3: payload_checksum(bytes),
         };
-        let done = self.send_to_writer(record, payload.clone())?;
+        // Checked last, so that an upload that does not fit the history says so, and
+        // charged now, so that uploads racing this one see it.
+        let footprint = record.record_len();
+        self.catalog.usage.charge(&key.cluster, footprint, self.config.quotas.limit(&key.cluster))?;
+        let done = self.send_to_writer(record, payload.clone()).inspect_err(|_| {
+            self.catalog.usage.sub(&key.cluster, footprint);
+        })?;
+        state.stored_bytes += footprint;
         // From here on the record will be written or the vault poisoned: commit the
         // pending state. A failure to update the map poisons too (it would be wrong).
         if header.is_snapshot() {
@@ -837,6 +870,7 @@ fn new_state(sums_dir: &Path, key: &DbKey) -> Result<DbState> {
     Ok(DbState {
         levels: vec![Vec::new(); DEFAULT_LEVEL_INTERVALS_MS.len()],
         clean_point,
+        stored_bytes: 0,
         page_size: 0,
         pending: Position::default(),
         pending_commit: 0,
@@ -1208,6 +1242,9 @@ impl Retention {
                 for (list, &n) in state.levels.iter_mut().zip(&counts[1..]) {
                     doomed.extend(list.drain(..n));
                 }
+                let freed: u64 = doomed.iter().map(|run| stored_bytes(&key, run)).sum();
+                state.stored_bytes = state.stored_bytes.saturating_sub(freed);
+                self.catalog.usage.sub(&key.cluster, freed);
                 doomed
             };
             let mut dirs = Vec::new();

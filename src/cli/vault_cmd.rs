@@ -316,11 +316,13 @@ pub(crate) struct LsArgs {
 }
 
 pub(crate) fn ls(args: LsArgs) -> Result<ExitCode> {
-    let reports: Vec<serde_json::Value> = match args.source.remote()? {
+    // The databases, and what each cluster stores against its quota.
+    let (reports, usages): (Vec<serde_json::Value>, Vec<(String, serde_json::Value)>) = match args.source.remote()? {
         Some(remote) => {
             let query: Vec<(&str, &str)> = args.cluster.iter().map(|c| ("cluster", c.as_str())).collect();
             let reply = remote.json("/dbs", &query)?;
-            reply["databases"].as_array().cloned().unwrap_or_default()
+            let cluster = reply["cluster"].as_str().unwrap_or_default().to_string();
+            (reply["databases"].as_array().cloned().unwrap_or_default(), vec![(cluster, reply["usage"].clone())])
         }
         None => {
             let config = args.config.vault_config()?;
@@ -330,8 +332,12 @@ pub(crate) fn ls(args: LsArgs) -> Result<ExitCode> {
                 .iter()
                 .map(|info| crate::report::info_json(info, &config))
                 .collect();
+            let usages = match args.cluster.as_deref() {
+                Some(cluster) => vec![(cluster.to_string(), vault.usage(cluster))],
+                None => vault.usages(),
+            };
             vault.close()?;
-            reports
+            (reports, usages.into_iter().map(|(c, u)| (c, crate::report::usage_json(u))).collect())
         }
     };
     if args.json {
@@ -340,6 +346,9 @@ pub(crate) fn ls(args: LsArgs) -> Result<ExitCode> {
         }
     } else {
         print!("{}", crate::report::list_text(&reports));
+        for (cluster, usage) in usages.iter().filter(|(_, usage)| usage.is_object()) {
+            print!("{}", crate::report::usage_text(cluster, usage));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
