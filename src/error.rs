@@ -108,12 +108,14 @@ pub enum Error {
     Poisoned(String),
 
     /// Another process holds the vault.
-    #[error("vault {} is in use by {holder}; stop that process first (only one process may open a vault)", dir.display())]
+    #[error("{}", locked_message(dir, holder, endpoint.as_deref()))]
     Locked {
         /// The vault directory.
         dir: PathBuf,
-        /// What the lock file says about its holder.
+        /// What the lock file says about its holder (`process 12345 (ltxvault serve)`).
         holder: String,
+        /// Where the holder serves the vault, if it is a server.
+        endpoint: Option<String>,
     },
 
     /// No such database.
@@ -168,6 +170,22 @@ impl Error {
     /// Puts a file path in front of this error.
     pub fn in_file(self, path: impl Into<PathBuf>) -> Error {
         Error::InFile { path: path.into(), source: Box::new(self) }
+    }
+}
+
+/// The message of [`Error::Locked`]: who holds the vault and, when that is a server, how
+/// to go through it instead.
+fn locked_message(dir: &std::path::Path, holder: &str, endpoint: Option<&str>) -> String {
+    let dir = dir.display();
+    match endpoint {
+        Some(endpoint) => format!(
+            "vault {dir} is in use by {holder}, which serves it at {endpoint}; only one process may open a vault. \
+             Ask the server instead: replace --data {dir} with --endpoint {endpoint} --token T \
+             (or stop the server first)"
+        ),
+        None => {
+            format!("vault {dir} is in use by {holder}; only one process may open a vault: stop that process first")
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! reach past it.
 //!
 //! ```text
-//! <dir>/LOCK                      exclusive lock; holds the owner's pid
+//! <dir>/LOCK                      exclusive lock; names the holder (pid, command, endpoint)
 //! <dir>/l0/<segment id>.seg       the shared L0 log (see `segment`)
 //! <dir>/sums/<hash>.sums          page-checksum map per database (see `catalog::pagesums`)
 //! <dir>/levels/<hash>/            level files and images per database (see `compact`)
@@ -17,7 +17,7 @@ mod ops;
 pub use ops::{CloneReport, InPlace, Point, SnapshotFormat, SnapshotInfo};
 
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -190,7 +190,8 @@ pub struct Vault {
     engine_note: String,
     /// Numbers the scratch files under `<dir>/tmp/`.
     scratch_seq: AtomicU64,
-    _lock: File,
+    /// `<dir>/LOCK`, locked while the vault is open; says who holds it (see [`LockHolder`]).
+    lock: File,
 }
 
 impl Vault {
@@ -398,7 +399,7 @@ impl Vault {
             clock,
             engine_note,
             scratch_seq: AtomicU64::new(0),
-            _lock: lock_file,
+            lock: lock_file,
         })
     }
 
@@ -1073,6 +1074,99 @@ fn make_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("create directory {}", dir.display()), e))
 }
 
+/// Who holds a vault's lock, as its `LOCK` file says: one `key value` line each.
+///
+/// ```text
+/// pid 12345
+/// command ltxvault serve
+/// endpoint http://127.0.0.1:2200      (only a process that serves the vault over HTTP)
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LockHolder {
+    /// Its process id.
+    pub pid: Option<u32>,
+    /// Its program and command (`ltxvault serve`); never its arguments, which may be secret.
+    pub command: Option<String>,
+    /// Where it serves the vault, for clients on this machine (`http://127.0.0.1:2200`).
+    pub endpoint: Option<String>,
+}
+
+impl LockHolder {
+    /// This process.
+    fn me(endpoint: Option<String>) -> LockHolder {
+        let mut args = std::env::args();
+        let program = args
+            .next()
+            .map(|p| Path::new(&p).file_name().map_or_else(|| p.clone(), |name| name.to_string_lossy().into_owned()));
+        let subcommand = args.next().filter(|a| !a.starts_with('-') && a.bytes().all(|b| b.is_ascii_graphic()));
+        let command = program.map(|p| subcommand.map_or_else(|| p.clone(), |sub| format!("{p} {sub}")));
+        LockHolder { pid: Some(std::process::id()), command, endpoint }
+    }
+
+    /// The `LOCK` file's text.
+    fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Some(pid) = self.pid {
+            text.push_str(&format!("pid {pid}\n"));
+        }
+        for (key, value) in [("command", &self.command), ("endpoint", &self.endpoint)] {
+            if let Some(value) = value {
+                // One line per key: a value never carries a line break.
+                text.push_str(&format!("{key} {}\n", value.replace(['\n', '\r'], " ")));
+            }
+        }
+        text
+    }
+
+    /// Reads what a `LOCK` file says; lines it does not know are skipped (another version
+    /// may write more).
+    pub fn decode(text: &str) -> LockHolder {
+        let mut holder = LockHolder::default();
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(' ') else { continue };
+            let value = value.trim();
+            match key {
+                "pid" => holder.pid = value.parse().ok(),
+                "command" => holder.command = Some(value.to_string()),
+                "endpoint" => holder.endpoint = Some(value.to_string()),
+                _ => {}
+            }
+        }
+        holder
+    }
+}
+
+impl std::fmt::Display for LockHolder {
+    /// `process 12345 (ltxvault serve)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.pid, &self.command) {
+            (Some(pid), Some(command)) => write!(f, "process {pid} ({command})"),
+            (Some(pid), None) => write!(f, "process {pid}"),
+            (None, Some(command)) => write!(f, "another process ({command})"),
+            (None, None) => write!(f, "another process"),
+        }
+    }
+}
+
+impl Vault {
+    /// Records in the vault's `LOCK` file that this process serves the vault at `endpoint`
+    /// (a URL for clients on this machine), so that a command refused the lock can say
+    /// where to go instead. Informational: not synced.
+    pub fn advertise_endpoint(&self, endpoint: &str) -> Result<()> {
+        write_lock_holder(&self.lock, &self.dir, &LockHolder::me(Some(endpoint.to_string())))
+    }
+}
+
+/// Replaces the text of the (held) `LOCK` file.
+fn write_lock_holder(file: &File, dir: &Path, holder: &LockHolder) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let text = holder.encode();
+    let path = dir.join("LOCK");
+    // Written over the old text, then cut to length: a reader never sees an empty file.
+    file.write_all_at(text.as_bytes(), 0).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    file.set_len(text.len() as u64).map_err(|e| Error::io(format!("write {}", path.display()), e))
+}
+
 /// Takes the vault's exclusive lock, or says who holds it.
 fn take_lock(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
@@ -1086,17 +1180,18 @@ fn take_lock(dir: &Path) -> Result<File> {
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            let holder = if holder.is_empty() { "another process".to_string() } else { holder.to_string() };
-            return Err(Error::Locked { dir: dir.to_path_buf(), holder });
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = LockHolder::decode(&text);
+            return Err(Error::Locked {
+                dir: dir.to_path_buf(),
+                holder: holder.to_string(),
+                endpoint: holder.endpoint,
+            });
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(format!("lock {}", path.display()), e)),
     }
-    file.set_len(0).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
-    let me = format!("process {} ({})", std::process::id(), std::env::args().next().unwrap_or_default());
-    file.write_all(me.as_bytes()).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    write_lock_holder(&file, dir, &LockHolder::me(None))?;
     Ok(file)
 }
 

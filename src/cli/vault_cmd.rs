@@ -1,4 +1,5 @@
-//! Commands that open a vault directory: `restore`, `info`, `import-litestream`.
+//! Commands that read a vault, from its directory or through a server: `restore`, `info`,
+//! `ls`, `export`; and `import-litestream`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,14 +31,14 @@ pub(crate) struct SourceArgs {
 
 impl SourceArgs {
     /// The vault directory, for commands that work on one directly.
-    fn local(&self) -> Result<&Path> {
+    pub(crate) fn local(&self) -> Result<&Path> {
         self.data
             .as_deref()
             .ok_or_else(|| Error::Invalid("this command needs --data DIR (it cannot go through --endpoint)".into()))
     }
 
     /// The server, when the command goes through one.
-    fn remote(&self) -> Result<Option<super::remote::Remote>> {
+    pub(crate) fn remote(&self) -> Result<Option<super::remote::Remote>> {
         self.endpoint.as_deref().map(|e| super::remote::Remote::new(e, self.token.as_deref())).transpose()
     }
 }
@@ -102,12 +103,12 @@ pub(crate) struct PointArgs {
 }
 
 impl PointArgs {
-    fn target(&self) -> Result<Target> {
+    pub(crate) fn target(&self) -> Result<Target> {
         target(self.txid.as_deref(), self.timestamp.as_deref())
     }
 
     /// The point as query parameters of `GET /db/snapshot`.
-    fn query(&self) -> Vec<(&'static str, &str)> {
+    pub(crate) fn query(&self) -> Vec<(&'static str, &str)> {
         let txid = self.txid.as_deref().map(|t| ("txid", t));
         let timestamp = self.timestamp.as_deref().map(|t| ("timestamp", t));
         txid.into_iter().chain(timestamp).collect()
@@ -215,7 +216,7 @@ pub(crate) fn export(args: ExportArgs) -> Result<ExitCode> {
 }
 
 /// Opens an existing vault (never creates one).
-fn open(data: &Path, config: VaultConfig) -> Result<Vault> {
+pub(crate) fn open(data: &Path, config: VaultConfig) -> Result<Vault> {
     if !data.join("l0").is_dir() {
         return Err(Error::Invalid(format!("{} is not a vault (no l0/ directory)", data.display())));
     }
@@ -424,7 +425,8 @@ pub(crate) fn info(args: DbArgs, config: ConfigArgs, json: bool) -> Result<ExitC
 
 pub(crate) fn import(args: DbArgs, config: ConfigArgs, replica: PathBuf) -> Result<ExitCode> {
     // Vault::open creates the directory, readable by its owner only.
-    let vault = Vault::open(args.source.local()?, config.vault_config()?)?;
+    let vault = Vault::open(args.source.local()?, config.vault_config()?)
+        .map_err(|e| super::ops_cmd::offline_only(e, "import-litestream"))?;
     let bar = progress_bar("importing", "files");
     let report = import_litestream(&vault, &args.cluster, &args.db, &replica, |done, total| {
         bar.set_length(total as u64);
@@ -473,7 +475,7 @@ fn peak_rss_kib() -> u64 {
 
 /// A progress bar on stderr when it is a terminal; hidden (and free) otherwise, so that
 /// scripts and logs see only the result lines.
-fn progress_bar(verb: &str, unit: &str) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(verb: &str, unit: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
     let template = format!("{verb} {{bar:40}} {{pos}}/{{len}} {unit} ({{eta}})");
     if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
