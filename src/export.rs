@@ -41,6 +41,8 @@
 //! Durability: each file is written as `<name>.tmp` (a name Litestream ignores), its
 //! mtime set, fsynced (data and mtime), and renamed; every directory is fsynced before the
 //! export returns. An export that fails leaves a partial replica behind: remove it.
+//! (`ltxvault export-litestream` exports into a staging directory and renames it into
+//! place, so its OUT_DIR is never partial.)
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read};
