@@ -171,7 +171,7 @@ pub(crate) fn delete(args: DeleteArgs) -> Result<ExitCode> {
         }
         None => {
             let config = args.config.vault_config()?;
-            let vault = open_local(source, &args.config)?;
+            let vault = open(source.local()?, config.clone())?;
             let info = vault
                 .databases(Some(cluster))
                 .into_iter()
