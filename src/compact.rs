@@ -344,7 +344,10 @@ impl Compactor {
             };
             if list.last().is_none_or(extends) {
                 self.metrics.compacted(level, run.bytes);
+                let bytes = crate::catalog::stored_bytes(key, &run);
                 list.push(run);
+                state.stored_bytes += bytes;
+                self.catalog.usage.add(&key.cluster, bytes);
                 written += 1;
             } else if let Some(path) = run.path() {
                 // Cannot happen while passes of a level are serialized; a file that

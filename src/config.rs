@@ -6,6 +6,7 @@
 //! [levels]     l1_window, l2_window, l3_window, grace
 //! [retention]  l0, l1, l2, l3, every
 //! [drill]      every
+//! [quotas]     default; [quotas.clusters] NAME = size or "off", one per cluster
 //! [server]     listen, auth, cluster_id, metrics, max_body, max_uploads, max_connections,
 //!              header_timeout, body_idle_timeout, body_timeout, shutdown_grace,
 //!              auth_failure_limit, auth_failure_window, auth_failure_sources
@@ -20,7 +21,7 @@
 //! Values are written for people: durations as a whole number and a unit (`"500ms"`,
 //! `"5s"`, `"1m"`, `"24h"`, `"30d"`), sizes as bytes or a whole number and a binary unit
 //! (`"64MiB"`, `"1GiB"`, `4096`), retention as a duration or `"off"` (keep forever), the
-//! drill schedule as a duration or `"off"`.
+//! drill schedule as a duration or `"off"`, a quota as a size or `"off"` (no limit).
 //!
 //! After the keys are applied the whole configuration is checked ([`validate`]): the
 //! windows of the levels must nest (L2 a multiple of L1, L3 of L2), because a level file
@@ -52,6 +53,8 @@ pub struct ConfigFile {
     pub retention: RetentionSection,
     /// `[drill]`: the restore drill schedule of `serve`.
     pub drill: DrillSection,
+    /// `[quotas]`: how many bytes each cluster may store.
+    pub quotas: QuotasSection,
     /// `[server]`: `ltxvault serve` only.
     pub server: ServerSection,
 }
@@ -229,6 +232,20 @@ pub struct DrillSection {
 /// How often something runs, in milliseconds, or `None` (written `"off"`) for never.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Every(pub Option<i64>);
+/// `[quotas]`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotasSection {
+    /// The quota of every cluster not named in `clusters`.
+    pub default: Option<Limit>,
+    /// `[quotas.clusters]`: quotas by cluster name. When the file has this table, it is the
+    /// whole list (it replaces the base's, rather than adding to it).
+    pub clusters: Option<std::collections::BTreeMap<String, Limit>>,
+}
+
+/// A quota in bytes, or `None` (written `"off"`) for no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit(pub Option<u64>);
 
 /// A duration in milliseconds, written `"500ms"`, `"5s"`, `"1m"`, `"24h"` or `"30d"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -391,6 +408,28 @@ impl<'de> Deserialize<'de> for Every {
     }
 }
 
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Limit;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size such as \"10GiB\", or \"off\"")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> std::result::Result<Limit, E> {
+                if text == "off" {
+                    return Ok(Limit(None));
+                }
+                parse_size_bytes(text).map(|n| Limit(Some(n))).map_err(|e| E::custom(format!("{e}, or \"off\"")))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> std::result::Result<Limit, E> {
+                u64::try_from(n).map(|n| Limit(Some(n))).map_err(|_| E::custom(format!("quota {n} is negative")))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
 impl ConfigFile {
     /// Parses the text of a configuration file. Errors say the line and column, and quote
     /// the line.
@@ -407,7 +446,7 @@ impl ConfigFile {
     /// `base` with every key this file sets replaced, then checked with [`validate`].
     pub fn apply(&self, base: VaultConfig) -> Result<VaultConfig> {
         let mut config = base;
-        let ConfigFile { storage, ingest, levels, retention, drill, server: _ } = self;
+        let ConfigFile { storage, ingest, levels, retention, drill, quotas, server: _ } = self;
         if let Some(io) = storage.io {
             config.io = io;
         }
@@ -446,6 +485,12 @@ impl ConfigFile {
                 return Err(Error::Invalid("drill.every must be positive, or \"off\"".into()));
             }
             config.drill_every = every.map(duration);
+        }
+        if let Some(Limit(bytes)) = quotas.default {
+            config.quotas.default = bytes;
+        }
+        if let Some(clusters) = &quotas.clusters {
+            config.quotas.clusters = clusters.iter().map(|(name, Limit(bytes))| (name.clone(), *bytes)).collect();
         }
         validate(&config)?;
         Ok(config)
@@ -628,6 +673,15 @@ pub fn validate(config: &VaultConfig) -> Result<()> {
     if config.drill_every.is_some_and(|every| every.is_zero()) {
         return invalid("drill.every must be positive, or \"off\"".to_string());
     }
+    if config.quotas.default == Some(0) {
+        return invalid("quotas.default must be positive, or \"off\" for no limit".to_string());
+    }
+    for (cluster, quota) in &config.quotas.clusters {
+        crate::names::validate("cluster", cluster).map_err(|e| Error::Invalid(format!("quotas.clusters: {e}")))?;
+        if *quota == Some(0) {
+            return invalid(format!("quotas.clusters.{cluster} must be positive, or \"off\" for no limit"));
+        }
+    }
     Ok(())
 }
 
@@ -644,6 +698,21 @@ fn locate(text: &str, span: Option<Range<usize>>, message: &str) -> String {
         format!("line {line_no}, column {column}: {message}")
     } else {
         format!("line {line_no}, column {column}: {message} (in `{line}`)")
+    }
+}
+
+/// Writes a quota: a size, or "off" for `None`.
+pub fn format_quota(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "off".to_string(), format_size_bytes)
+}
+
+/// A cluster name as a TOML key: bare when TOML allows it, quoted otherwise.
+fn toml_key(name: &str) -> String {
+    if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        name.to_string()
+    } else {
+        // Names are printable ASCII without `\\`: a quote is the one character to escape.
+        format!("\"{}\"", name.replace('"', "\\\""))
     }
 }
 
@@ -715,6 +784,19 @@ pub fn example(config: &VaultConfig, server: &ServerSettings) -> String {
         config.drill_every.map_or_else(|| "off".to_string(), |d| format_duration_ms(whole_ms(d)))
     ));
     line(String::new());
+    line("[quotas]".into());
+    line("# Bytes a cluster may store: its databases' L0 log records, level files and images.".into());
+    line("# An upload that would take a cluster past its quota is refused (HTTP 507 EQUOTA);".into());
+    line("# nothing else is affected. \"off\": no limit.".into());
+    line(format!("default = \"{}\"", format_quota(config.quotas.default)));
+    line(String::new());
+    line("[quotas.clusters]".into());
+    line("# Quotas of single clusters, by name, instead of the default (a size or \"off\"), like".into());
+    line("#   prod = \"50GiB\"".into());
+    for (cluster, &quota) in &config.quotas.clusters {
+        line(format!("{} = \"{}\"", toml_key(cluster), format_quota(quota)));
+    }
+    line(String::new());
     let limits = &server.limits;
     let ms = |d: Duration| format_duration_ms(whole_ms(d));
     line("[server]".into());
@@ -785,6 +867,10 @@ mod tests {
             faults: None,
             min_free_bytes: 3,
             drill_every: None,
+            quotas: crate::quota::Quotas {
+                default: Some(3),
+                clusters: [("c".to_string(), Some(3))].into_iter().collect(),
+            },
         }
     }
 
@@ -810,6 +896,7 @@ mod tests {
             faults: _,                // Not a file setting: tests inject faults.
             min_free_bytes,
             drill_every,
+            quotas,
         } = parsed;
         assert_eq!(io, defaults.io);
         assert_eq!(segment_bytes, defaults.segment_bytes);
@@ -823,6 +910,7 @@ mod tests {
         assert_eq!(compaction_grace_ms, defaults.compaction_grace_ms);
         assert_eq!(min_free_bytes, defaults.min_free_bytes);
         assert_eq!(drill_every, defaults.drill_every);
+        assert_eq!(quotas, defaults.quotas);
     }
 
     #[test]
@@ -854,6 +942,9 @@ mod tests {
         let docs = include_str!("../docs/CONFIG.md");
         let mut section = "";
         for line in example(&VaultConfig::default(), &ServerSettings::default()).lines() {
+            if line.starts_with('#') {
+                continue;
+            }
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 section = name;
             } else if let Some((key, value)) = line.split_once(" = ") {
@@ -1048,6 +1139,37 @@ mod tests {
         // Nesting windows other than the defaults are fine.
         let config = apply("[levels]\nl1_window = \"10s\"\nl2_window = \"10m\"\nl3_window = \"12h\"\n").unwrap();
         assert_eq!(config.level_intervals_ms, vec![10_000, 600_000, 43_200_000]);
+    }
+
+    #[test]
+    fn quotas_take_sizes_or_off_per_cluster() {
+        let text =
+            "[quotas]\ndefault = \"10GiB\"\n[quotas.clusters]\nprod = \"5GiB\"\nfree = \"off\"\n\"odd.name\" = 4096\n";
+        let config = ConfigFile::parse(text).unwrap().apply(VaultConfig::default()).unwrap();
+        assert_eq!(config.quotas.limit("other"), Some(10 << 30));
+        assert_eq!(config.quotas.limit("prod"), Some(5 << 30));
+        assert_eq!(config.quotas.limit("free"), None);
+        assert_eq!(config.quotas.limit("odd.name"), Some(4096));
+        // The example of a configuration with overrides reads back as that configuration.
+        let again = ConfigFile::parse(&example(&config, &ServerSettings::default()))
+            .unwrap()
+            .apply(VaultConfig::default())
+            .unwrap();
+        assert_eq!(again.quotas, config.quotas);
+        assert_eq!(VaultConfig::default().quotas.limit("any"), None, "no quota by default");
+
+        let apply = |text: &str| ConfigFile::parse(text).and_then(|f| f.apply(VaultConfig::default()));
+        for (text, expected) in [
+            ("[quotas]\ndefault = \"10GB\"\n", "invalid size \"10GB\""),
+            ("[quotas]\ndefault = \"0B\"\n", "quotas.default must be positive"),
+            ("[quotas.clusters]\nprod = 0\n", "quotas.clusters.prod must be positive"),
+            ("[quotas.clusters]\n\"a/b\" = \"1GiB\"\n", "quotas.clusters: cluster name \"a/b\""),
+            ("[quotas]\nlimit = \"1GiB\"\n", "unknown field `limit`"),
+            ("[quotas.clusters]\nprod = -1\n", "negative"),
+        ] {
+            let err = apply(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
     }
 
     #[test]

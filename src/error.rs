@@ -80,6 +80,25 @@ pub enum Error {
         limit: u64,
     },
 
+    /// An upload would take its cluster past its quota (see `quota`). Nothing was stored.
+    /// (HTTP: 507 `EQUOTA`.)
+    #[error(
+        "upload refused: cluster \"{cluster}\" stores {} of its {} quota ({used} of {quota} bytes) and this upload needs {needed} bytes more; \
+         free space (delete databases, shorten retention) or raise quotas.default / quotas.clusters.{cluster}",
+        crate::quota::human_bytes(*used),
+        crate::quota::human_bytes(*quota)
+    )]
+    QuotaExceeded {
+        /// The cluster.
+        cluster: String,
+        /// Bytes it stores.
+        used: u64,
+        /// Its quota.
+        quota: u64,
+        /// Bytes the upload would add.
+        needed: u64,
+    },
+
     /// The ingest queue stayed full for the configured wait; try again.
     #[error("vault busy: the ingest queue stayed full for {0} ms; retry later")]
     Busy(u64),
@@ -96,12 +115,14 @@ pub enum Error {
     Poisoned(String),
 
     /// Another process holds the vault.
-    #[error("vault {} is in use by {holder}; stop that process first (only one process may open a vault)", dir.display())]
+    #[error("{}", locked_message(dir, holder, endpoint.as_deref()))]
     Locked {
         /// The vault directory.
         dir: PathBuf,
-        /// What the lock file says about its holder.
+        /// What the lock file says about its holder (`process 12345 (ltxvault serve)`).
         holder: String,
+        /// Where the holder serves the vault, if it is a server.
+        endpoint: Option<String>,
     },
 
     /// No such database.
@@ -166,6 +187,22 @@ impl Error {
 /// Whether an I/O error says the file system is full or the quota used up.
 pub fn is_no_space(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// The message of [`Error::Locked`]: who holds the vault and, when that is a server, how
+/// to go through it instead.
+fn locked_message(dir: &std::path::Path, holder: &str, endpoint: Option<&str>) -> String {
+    let dir = dir.display();
+    match endpoint {
+        Some(endpoint) => format!(
+            "vault {dir} is in use by {holder}, which serves it at {endpoint}; only one process may open a vault. \
+             Ask the server instead: replace --data {dir} with --endpoint {endpoint} --token T \
+             (or stop the server first)"
+        ),
+        None => {
+            format!("vault {dir} is in use by {holder}; only one process may open a vault: stop that process first")
+        }
+    }
 }
 
 /// Result of library operations.

@@ -10,7 +10,9 @@
 //! That is all a file replica is: Litestream lists `ltx/<level>/` and parses the names
 //! (16 lowercase hex digits each); there is no other metadata. S is the end of the first
 //! L0 run when the log starts at TXID 1 (the usual case; the first run, a snapshot, is
-//! then also written to level 0 as Litestream does), otherwise the TXID just before it.
+//! then also written to level 0 as Litestream does), otherwise the TXID just before it;
+//! when retention has let every L0 record of the database go, S is its latest point and
+//! the snapshot is the whole replica.
 //! The snapshot is built by a verified `Vault::restore` to S, so it does not depend on how
 //! that part of the history is stored. Level files of the vault are not exported: every
 //! L0 run is, so every restore point of level 0 is one of the replica.
@@ -39,6 +41,8 @@
 //! Durability: each file is written as `<name>.tmp` (a name Litestream ignores), its
 //! mtime set, fsynced (data and mtime), and renamed; every directory is fsynced before the
 //! export returns. An export that fails leaves a partial replica behind: remove it.
+//! (`ltxvault export-litestream` exports into a staging directory and renames it into
+//! place, so its OUT_DIR is never partial.)
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
@@ -67,8 +71,10 @@ pub struct ExportReport {
     pub snapshot: TxId,
     /// Level-0 files written.
     pub l0_files: usize,
-    /// First and last TXID of level 0 (the last is the newest point exported).
-    pub l0_range: (TxId, TxId),
+    /// First and last TXID of level 0 (the last is the newest point exported); `None` when
+    /// the vault holds no L0 records of the database (retention let them go), so the
+    /// snapshot, at its latest point, is all there is.
+    pub l0_range: Option<(TxId, TxId)>,
     /// Zero pages added where the database grew (see the module docs).
     pub growth_pages: u64,
     /// Bytes of all files written.
@@ -79,8 +85,27 @@ pub struct ExportReport {
 /// which must be empty or not exist yet. See the module docs for the layout and the
 /// conventions followed.
 pub fn export_litestream(vault: &Vault, cluster: &str, db: &str, out_dir: &Path) -> Result<ExportReport> {
+    export_litestream_with_progress(vault, cluster, db, out_dir, &mut |_, _| {})
+}
+
+/// [`export_litestream`], telling `progress` (files written, files to write) as it goes.
+pub fn export_litestream_with_progress(
+    vault: &Vault,
+    cluster: &str,
+    db: &str,
+    out_dir: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ExportReport> {
     let runs = vault.runs(cluster, db);
-    let first = runs.first().ok_or_else(|| Error::NotFound { cluster: cluster.into(), db: db.into() })?;
+    // The snapshot: the database at the point just before the L0 files that follow it, or
+    // at its latest point when the log holds none of it.
+    let snapshot = match runs.first() {
+        Some(first) if first.min_txid == TxId(1) => first.max_txid,
+        Some(first) => TxId(first.min_txid.0 - 1),
+        None => vault.plan_restore(cluster, db, Target::Latest)?.0.txid,
+    };
+    let (plan, page_size) = vault.plan_restore(cluster, db, Target::TxId(snapshot))?;
+    let total = 1 + runs.len();
     let fs = vault.fs();
     prepare_out_dir(fs, out_dir)?;
     let ltx_dir = out_dir.join("ltx");
@@ -89,9 +114,6 @@ pub fn export_litestream(vault: &Vault, cluster: &str, db: &str, out_dir: &Path)
         fs.make_dir(dir)?;
     }
 
-    // The snapshot: the database at the point just before the L0 files that follow it.
-    let snapshot = if first.min_txid == TxId(1) { first.max_txid } else { TxId(first.min_txid.0 - 1) };
-    let (plan, page_size) = vault.plan_restore(cluster, db, Target::TxId(snapshot))?;
     let image = out_dir.join(".export-snapshot.db");
     vault.restore(cluster, db, Target::TxId(snapshot), &image, false)?;
     let header = Header {
@@ -107,11 +129,11 @@ pub fn export_litestream(vault: &Vault, cluster: &str, db: &str, out_dir: &Path)
     let removed = fs.remove_file(&image);
     let mut bytes = written?;
     removed?;
+    progress(1, total);
 
     let mut growth_pages = 0;
     let mut commit = plan.commit;
     let mut l0_files = 0;
-    let mut last = first.max_txid;
     for run in &runs {
         let prev_commit = commit;
         let header = Header {
@@ -130,8 +152,8 @@ pub fn export_litestream(vault: &Vault, cluster: &str, db: &str, out_dir: &Path)
             })
         })?;
         commit = run.commit;
-        last = run.max_txid;
         l0_files += 1;
+        progress(1 + l0_files, total);
     }
 
     for dir in level_dirs.iter().map(PathBuf::as_path).chain([ltx_dir.as_path(), out_dir]) {
@@ -140,7 +162,8 @@ pub fn export_litestream(vault: &Vault, cluster: &str, db: &str, out_dir: &Path)
     if let Some(parent) = out_dir.parent() {
         fs.sync_dir(parent)?;
     }
-    Ok(ExportReport { snapshot, l0_files, l0_range: (first.min_txid, last), growth_pages, bytes })
+    let l0_range = runs.first().zip(runs.last()).map(|(first, last)| (first.min_txid, last.max_txid));
+    Ok(ExportReport { snapshot, l0_files, l0_range, growth_pages, bytes })
 }
 
 /// The `-timestamp` value that makes `litestream restore` pick the point that

@@ -20,6 +20,7 @@ pub mod io;
 pub mod ltx;
 pub mod metrics;
 pub mod names;
+pub mod quota;
 pub mod report;
 pub mod restore;
 pub mod retention;

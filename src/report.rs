@@ -4,6 +4,7 @@
 
 use crate::config::{format_duration_ms, format_retention};
 use crate::ltx::TxId;
+use crate::quota::{ClusterUsage, human_bytes};
 use crate::vault::{DbInfo, DrillResult, VaultConfig};
 
 /// A timestamp in ms as RFC 3339 (UTC, milliseconds).
@@ -155,4 +156,23 @@ pub fn list_text(reports: &[serde_json::Value]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// What a cluster stores against its quota, as JSON: `{"bytes": N, "quota": N or null}`.
+pub fn usage_json(usage: ClusterUsage) -> serde_json::Value {
+    serde_json::json!({"bytes": usage.bytes, "quota": usage.quota})
+}
+
+/// [`usage_json`] for people, one line: `cluster demo stores 1.20 MiB (quota 5.00 GiB, 0% used)`.
+pub fn usage_text(cluster: &str, usage: &serde_json::Value) -> String {
+    let bytes = usage["bytes"].as_u64().unwrap_or(0);
+    match usage["quota"].as_u64() {
+        Some(quota) => format!(
+            "cluster {cluster} stores {} (quota {}, {}% used)\n",
+            human_bytes(bytes),
+            human_bytes(quota),
+            bytes.saturating_mul(100) / quota.max(1)
+        ),
+        None => format!("cluster {cluster} stores {} (no quota)\n", human_bytes(bytes)),
+    }
 }

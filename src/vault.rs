@@ -5,7 +5,7 @@
 //! past it.
 //!
 //! ```text
-//! <dir>/LOCK                      exclusive lock; holds the owner's pid
+//! <dir>/LOCK                      exclusive lock; names the holder (pid, command, endpoint)
 //! <dir>/l0/<segment id>.seg       the shared L0 log (see `segment`)
 //! <dir>/sums/<hash>.sums          page-checksum map per database (see `catalog::pagesums`)
 //! <dir>/levels/<hash>/            level files and images per database (see `compact`)
@@ -36,7 +36,7 @@ use crossbeam::channel::{Receiver, SendTimeoutError, Sender};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::catalog::pagesums::{CleanPoint, PageSums};
-use crate::catalog::{Catalog, DbKey, DbState, Position, Run, Source, lock};
+use crate::catalog::{Catalog, DbKey, DbState, Position, Run, Source, lock, stored_bytes};
 use crate::clock::{Clock, SystemClock};
 use crate::compact::{
     Compactor, DEFAULT_GRACE_MS, DEFAULT_LEVEL_INTERVALS_MS, DEFAULT_RETENTION_MS, load_level_file,
@@ -52,6 +52,7 @@ use crate::io::{FaultPlan, Fs, MappedFile, TempFile};
 use crate::ltx::{Checksum, Decoder, Header, PageNo, Trailer, TxId, database_file_checksum, page_checksum};
 use crate::metrics::{Metrics, RestoreKind};
 use crate::names;
+use crate::quota::{ClusterUsage, Quotas};
 use crate::restore::{self, Plan, Target};
 use crate::segment::format::{KIND_LTX, KIND_TOMBSTONE, RecordHeader};
 use crate::segment::{Location, Segments, recover};
@@ -95,6 +96,8 @@ pub struct VaultConfig {
     /// How often the schedule drills each database (give or take a tenth); `None` turns
     /// the schedule off. See `drill`.
     pub drill_every: Option<Duration>,
+    /// How many bytes each cluster may store; uploads past it are refused (see `quota`).
+    pub quotas: Quotas,
 }
 
 impl VaultConfig {
@@ -122,6 +125,7 @@ impl Default for VaultConfig {
             faults: None,
             min_free_bytes: 1 << 30,
             drill_every: Some(Duration::from_secs(86_400)),
+            quotas: Quotas::default(),
         }
     }
 }
@@ -216,7 +220,8 @@ pub struct Vault {
     durable_end: Arc<DurableEnd>,
     /// Restore drills: the last result per database, one at a time.
     drills: Arc<drill::Drills>,
-    _lock: File,
+    /// `<dir>/LOCK`, locked while the vault is open; says who holds it (see [`LockHolder`]).
+    lock: File,
 }
 
 impl Vault {
@@ -309,6 +314,9 @@ impl Vault {
                 let mut state = lock(&state);
                 settle_position(&mut state);
                 rebuild_sums_if_needed(&segments, &key, &mut state)?;
+                state.stored_bytes =
+                    state.runs.iter().chain(state.levels.iter().flatten()).map(|r| stored_bytes(&key, r)).sum();
+                catalog.usage.add(&key.cluster, state.stored_bytes);
             }
         }
         let (engine, note) = match engine {
@@ -453,7 +461,7 @@ impl Vault {
             metrics,
             durable_end,
             drills,
-            _lock: lock_file,
+            lock: lock_file,
         })
     }
 
@@ -509,6 +517,25 @@ impl Vault {
     /// The vault's metrics (see `metrics`); [`Vault::metrics_text`] writes them out.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// What `cluster` stores against its quota (see `quota` for what counts). Kept up to
+    /// date as uploads, compaction, retention and deletions change it; free to call.
+    pub fn usage(&self, cluster: &str) -> ClusterUsage {
+        ClusterUsage { bytes: self.catalog.usage.bytes(cluster), quota: self.config.quotas.limit(cluster) }
+    }
+
+    /// [`Vault::usage`] of every cluster that stores anything, by name.
+    pub fn usages(&self) -> Vec<(String, ClusterUsage)> {
+        self.catalog
+            .usage
+            .all()
+            .into_iter()
+            .map(|(cluster, bytes)| {
+                let quota = self.config.quotas.limit(&cluster);
+                (cluster, ClusterUsage { bytes, quota })
+            })
+            .collect()
     }
 
     /// Why the vault is poisoned, if it is.
@@ -671,7 +698,14 @@ impl Vault {
         // The map's I/O (its clean flag, its growth) before the upload is queued: a
         // failure there refuses the upload and changes nothing.
         state.sums.reserve(header.commit)?;
-        let done = self.send_to_writer(record, payload.clone())?;
+        // Checked last, so that an upload that does not fit the history says so, and
+        // charged now, so that uploads racing this one see it.
+        let footprint = record.record_len();
+        self.catalog.usage.charge(&key.cluster, footprint, self.config.quotas.limit(&key.cluster))?;
+        let done = self.send_to_writer(record, payload.clone()).inspect_err(|_| {
+            self.catalog.usage.sub(&key.cluster, footprint);
+        })?;
+        state.stored_bytes += footprint;
         // From here on the record will be written or the vault poisoned: commit the
         // pending state. A failure to update the map poisons too (it would be wrong; after
         // `reserve` it does no I/O).
@@ -964,6 +998,7 @@ fn new_state(fs: &Fs, sums_dir: &Path, key: &DbKey, metrics: &Metrics) -> Result
     Ok(DbState {
         levels: vec![Vec::new(); DEFAULT_LEVEL_INTERVALS_MS.len()],
         clean_point,
+        stored_bytes: 0,
         page_size: 0,
         pending: Position::default(),
         pending_commit: 0,
@@ -1183,6 +1218,98 @@ fn warn_if_shared(dir: &Path) {
     }
 }
 
+/// Who holds a vault's lock, as its `LOCK` file says: one `key value` line each.
+///
+/// ```text
+/// pid 12345
+/// command ltxvault serve
+/// endpoint http://127.0.0.1:2200      (only a process that serves the vault over HTTP)
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LockHolder {
+    /// Its process id.
+    pub pid: Option<u32>,
+    /// Its program and command (`ltxvault serve`); never its arguments, which may be secret.
+    pub command: Option<String>,
+    /// Where it serves the vault, for clients on this machine (`http://127.0.0.1:2200`).
+    pub endpoint: Option<String>,
+}
+
+impl LockHolder {
+    /// This process.
+    fn me(endpoint: Option<String>) -> LockHolder {
+        let mut args = std::env::args();
+        let program = args
+            .next()
+            .map(|p| Path::new(&p).file_name().map_or_else(|| p.clone(), |name| name.to_string_lossy().into_owned()));
+        let subcommand = args.next().filter(|a| !a.starts_with('-') && a.bytes().all(|b| b.is_ascii_graphic()));
+        let command = program.map(|p| subcommand.map_or_else(|| p.clone(), |sub| format!("{p} {sub}")));
+        LockHolder { pid: Some(std::process::id()), command, endpoint }
+    }
+
+    /// The `LOCK` file's text.
+    fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Some(pid) = self.pid {
+            text.push_str(&format!("pid {pid}\n"));
+        }
+        for (key, value) in [("command", &self.command), ("endpoint", &self.endpoint)] {
+            if let Some(value) = value {
+                // One line per key: a value never carries a line break.
+                text.push_str(&format!("{key} {}\n", value.replace(['\n', '\r'], " ")));
+            }
+        }
+        text
+    }
+
+    /// Reads what a `LOCK` file says; lines it does not know are skipped (another version
+    /// may write more).
+    pub fn decode(text: &str) -> LockHolder {
+        let mut holder = LockHolder::default();
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(' ') else { continue };
+            let value = value.trim();
+            match key {
+                "pid" => holder.pid = value.parse().ok(),
+                "command" => holder.command = Some(value.to_string()),
+                "endpoint" => holder.endpoint = Some(value.to_string()),
+                _ => {}
+            }
+        }
+        holder
+    }
+}
+
+impl std::fmt::Display for LockHolder {
+    /// `process 12345 (ltxvault serve)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.pid, &self.command) {
+            (Some(pid), Some(command)) => write!(f, "process {pid} ({command})"),
+            (Some(pid), None) => write!(f, "process {pid}"),
+            (None, Some(command)) => write!(f, "another process ({command})"),
+            (None, None) => write!(f, "another process"),
+        }
+    }
+}
+
+impl Vault {
+    /// Records in the vault's `LOCK` file that this process serves the vault at `endpoint`
+    /// (a URL for clients on this machine), so that a command refused the lock can say
+    /// where to go instead. Informational: not synced.
+    pub fn advertise_endpoint(&self, endpoint: &str) -> Result<()> {
+        write_lock_holder(&self.fs, &self.lock, &self.dir, &LockHolder::me(Some(endpoint.to_string())))
+    }
+}
+
+/// Replaces the text of the (held) `LOCK` file.
+fn write_lock_holder(fs: &Fs, file: &File, dir: &Path, holder: &LockHolder) -> Result<()> {
+    let text = holder.encode();
+    let path = dir.join("LOCK");
+    // Written over the old text, then cut to length: a reader never sees an empty file.
+    fs.write_all_at(file, text.as_bytes(), 0, &path)?;
+    fs.set_len(file, text.len() as u64, &path)
+}
+
 /// Takes the vault's exclusive lock, or says who holds it.
 fn take_lock(fs: &Fs, dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
@@ -1190,17 +1317,18 @@ fn take_lock(fs: &Fs, dir: &Path) -> Result<File> {
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            let holder = if holder.is_empty() { "another process".to_string() } else { holder.to_string() };
-            return Err(Error::Locked { dir: dir.to_path_buf(), holder });
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = LockHolder::decode(&text);
+            return Err(Error::Locked {
+                dir: dir.to_path_buf(),
+                holder: holder.to_string(),
+                endpoint: holder.endpoint,
+            });
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(format!("lock {}", path.display()), e)),
     }
-    fs.set_len(&file, 0, &path)?;
-    let me = format!("process {} ({})", std::process::id(), std::env::args().next().unwrap_or_default());
-    fs.write_all_at(&file, me.as_bytes(), 0, &path)?;
+    write_lock_holder(fs, &file, dir, &LockHolder::me(None))?;
     Ok(file)
 }
 
@@ -1390,6 +1518,9 @@ impl Retention {
                 for (list, &n) in state.levels.iter_mut().zip(&counts[1..]) {
                     doomed.extend(list.drain(..n));
                 }
+                let freed: u64 = doomed.iter().map(|run| stored_bytes(&key, run)).sum();
+                state.stored_bytes = state.stored_bytes.saturating_sub(freed);
+                self.catalog.usage.sub(&key.cluster, freed);
                 doomed
             };
             if let Err(e) = self.delete_pieces(&state, doomed, &mut report) {

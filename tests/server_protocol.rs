@@ -28,6 +28,16 @@ fn start(dir: &std::path::Path, auth: AuthMode, limits: Limits) -> Server {
 
 fn start_with(dir: &std::path::Path, auth: AuthMode, ids: ClusterIdPolicy, limits: Limits) -> Server {
     let config = VaultConfig { io: IoChoice::Std, background_compaction: false, ..VaultConfig::default() };
+    start_config(dir, config, auth, ids, limits)
+}
+
+fn start_config(
+    dir: &std::path::Path,
+    config: VaultConfig,
+    auth: AuthMode,
+    ids: ClusterIdPolicy,
+    limits: Limits,
+) -> Server {
     let vault = Arc::new(Vault::open(dir, config).expect("open vault"));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -571,4 +581,67 @@ fn malformed_files_are_refused_and_deletions_round_trip() {
     // 18. An empty snapshot for a new database.
     assert_hwm(&upload(addr, "db4", &ltx(0, 1, 3, 0, &[], 0x8000000000000000, false)), 3);
     assert_eq!(pos(addr)["db4"], position(3, 0x8000000000000000));
+}
+
+/// A cluster at its quota: uploads of every kind into it are refused with 507 `EQUOTA`
+/// (with the stored position, which does not move), while another cluster keeps
+/// uploading and the full cluster still answers reads; a deletion makes room again.
+#[test]
+fn uploads_past_a_quota_are_refused_with_507_and_nothing_else_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Room for exactly the first upload's log record: header (112 bytes), the names
+    // "c" and "db", the payload, padded to 8 bytes.
+    let quota = (112 + 1 + 2 + f1(false).len() as u64).div_ceil(8) * 8;
+    let config = VaultConfig {
+        io: IoChoice::Std,
+        background_compaction: false,
+        quotas: ltxvault::quota::Quotas {
+            default: None,
+            clusters: [("c".to_string(), Some(quota))].into_iter().collect(),
+        },
+        ..VaultConfig::default()
+    };
+    let server = start_config(dir.path(), config, AuthMode::None, ClusterIdPolicy::Off, Limits::default());
+    let addr = server.addr;
+    let other = ("Authorization", "cluster other");
+    assert_hwm(&upload(addr, "db", &f1(false)), 1);
+    let refused = upload(addr, "db", &f2(false));
+    assert_error(&refused, 507, "EQUOTA", Some((1, C1)));
+    let message = refused.json()["error"].as_str().expect("message").to_string();
+    for part in ["cluster \"c\"", &format!("{quota} of {quota} bytes"), "quotas.clusters.c"] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    assert_eq!(pos(addr)["db"], position(1, C1), "the refused upload changed nothing");
+    let dbs = request(addr, "GET", "/dbs", &[CLUSTER], Body::None).expect("reply").json();
+    assert_eq!(dbs["usage"], serde_json::json!({"bytes": quota, "quota": quota}), "{dbs}");
+
+    // Another cluster is not limited by it.
+    for file in [f1(false), f2(false), f3(false)] {
+        let reply =
+            request(addr, "POST", "/db/tx?db=db", &[other, CLUSTER_ID], Body::Chunked(&file, 4096)).expect("reply");
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    }
+    // Reads of the full cluster go on; every write into it is refused.
+    let call = |method: &str, path: &str, auth: (&'static str, &'static str)| {
+        request(addr, method, path, &[auth], Body::None).expect("reply")
+    };
+    let snapshot = call("GET", "/db/snapshot?db=db&format=sqlite", CLUSTER);
+    assert_eq!((snapshot.status, snapshot.body), (200, page(1)));
+    assert_error(&call("POST", "/db/clone?cluster=other&db=db&to_cluster=c&to_db=copy", other), 507, "EQUOTA", None);
+    let sqlite_file = {
+        let path = dir.path().join("upload.db");
+        let conn = rusqlite::Connection::open(&path).expect("sqlite");
+        conn.execute_batch("PRAGMA page_size = 512; CREATE TABLE t (x);").expect("sql");
+        drop(conn);
+        std::fs::read(&path).expect("read")
+    };
+    let reply =
+        request(addr, "POST", "/db/upload?db=new", &[CLUSTER], Body::Chunked(&sqlite_file, 1000)).expect("reply");
+    assert_error(&reply, 507, "EQUOTA", None);
+    assert_eq!(pos(addr).as_object().map(|o| o.len()), Some(1), "no database appeared: {}", pos(addr));
+    // The clone into a cluster with room works.
+    assert_eq!(call("POST", "/db/clone?db=db&to_cluster=other&to_db=copy", CLUSTER).status, 200);
+    // Deleting makes room.
+    assert_eq!(call("DELETE", "/db?db=db", CLUSTER).status, 200);
+    assert_hwm(&upload(addr, "db", &f1(false)), 1);
 }

@@ -253,6 +253,7 @@ impl Server {
                         vault,
                         AuthMode::None,
                         ClusterIdPolicy::Off,
+                        ltxvault::config::MetricsAccess::Open,
                         Limits::default(),
                         async {
                             let _ = stopped.await;

@@ -135,6 +135,10 @@ pub struct DbState {
     pub levels: Vec<Vec<Run>>,
     /// What the map vouched for when it was opened (used once, at vault open).
     pub clean_point: Option<pagesums::CleanPoint>,
+    /// Bytes the database occupies, as its cluster's quota counts them (see `quota`):
+    /// every piece in `runs` and `levels` plus the records queued for the log. Changed
+    /// together with the cluster's count in `Catalog::usage`, under this state's lock.
+    pub stored_bytes: u64,
     /// Set by `Vault::delete_database`, under this state's lock, just before the state
     /// leaves the catalog: a thread that fetched the state earlier and locks it only now
     /// must not use it (ingest fetches the database again, readers report it missing).
@@ -158,9 +162,22 @@ impl DbState {
     }
 }
 
+/// The bytes a stored piece of `key`'s history occupies: a log record's whole length
+/// (header, names, payload, padding), a level file's or an image's size.
+pub fn stored_bytes(key: &DbKey, run: &Run) -> u64 {
+    match run.source {
+        Source::Log(_) => crate::segment::format::align_up(
+            (crate::segment::format::RECORD_FIXED_SIZE + key.cluster.len() + key.db.len()) as u64 + run.bytes,
+        ),
+        Source::File(_) | Source::Image(_) => run.bytes,
+    }
+}
+
 /// All databases, by cluster and name, and the deletions the log still remembers.
 #[derive(Default)]
 pub struct Catalog {
+    /// Bytes each cluster stores (see `quota`).
+    pub usage: crate::quota::Usage,
     dbs: RwLock<BTreeMap<DbKey, Arc<Mutex<DbState>>>>,
     /// For every database deleted while its records may still sit in the log: the sequence
     /// number of its newest tombstone record. Records of the database with a lower

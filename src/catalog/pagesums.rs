@@ -392,7 +392,7 @@ mod tests {
         sums.mark_clean(TxId(1), sums.database_checksum(512), 512).unwrap();
         assert_eq!(sums.verify(), Ok(()));
         // Another writer of the file (a disk, a stray process): the map sees the change.
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&file, &[0xff], (HEADER_SIZE + 3) as u64).unwrap();
         assert!(sums.verify().unwrap_err().contains("entries fail their checksum"));
     }

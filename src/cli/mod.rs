@@ -4,6 +4,7 @@ mod auth_cmd;
 mod bench_cmd;
 mod config_cmd;
 mod ltx_cmd;
+mod ops_cmd;
 mod remote;
 mod serve_cmd;
 mod vault_cmd;
@@ -90,6 +91,15 @@ enum Command {
         /// The replica directory (the one holding ltx/).
         replica: std::path::PathBuf,
     },
+    /// Clone a database, or every database of a cluster, at a point in time (the latest by
+    /// default) into a new database, in the same or another cluster.
+    Clone(ops_cmd::CloneArgs),
+    /// Delete a database and its whole history, for good (asks for its name on a terminal,
+    /// or takes --yes).
+    Delete(ops_cmd::DeleteArgs),
+    /// Write a database's history as a Litestream 0.5 file replica (ltx/<level>/, v3 files)
+    /// that `litestream restore` reads.
+    ExportLitestream(ops_cmd::ExportLitestreamArgs),
     /// The configuration file.
     Config {
         #[command(subcommand)]
@@ -131,6 +141,9 @@ pub fn run() -> ExitCode {
         Command::Export(args) => vault_cmd::export(args),
         Command::Verify(args) => verify_cmd::verify(args),
         Command::ImportLitestream { db, config, replica } => vault_cmd::import(db, config, replica),
+        Command::Clone(args) => ops_cmd::clone(args),
+        Command::Delete(args) => ops_cmd::delete(args),
+        Command::ExportLitestream(args) => ops_cmd::export_litestream(args),
         Command::Config { command } => config_cmd::run(command),
         Command::Token { command } => auth_cmd::token(command),
         Command::Cluster { command } => auth_cmd::cluster(command),

@@ -6,6 +6,14 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::ltx::{Checksum, TxId};
 
+/// The requests the CLI sends.
+#[derive(Clone, Copy)]
+enum Method {
+    Get,
+    Post,
+    Delete,
+}
+
 /// A server the CLI talks to.
 pub(crate) struct Remote {
     agent: ureq::Agent,
@@ -38,15 +46,19 @@ impl Remote {
     }
 
     fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<ureq::http::Response<ureq::Body>> {
+        self.send(Method::Get, path, query)
+    }
+
+    /// Sends a request without a body; a reply other than 2xx becomes an error that
+    /// carries the server's status, code and message.
+    fn send(&self, method: Method, path: &str, query: &[(&str, &str)]) -> Result<ureq::http::Response<ureq::Body>> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.agent.get(&url);
-        for (key, value) in query {
-            request = request.query(*key, *value);
-        }
-        if let Some(token) = &self.token {
-            request = request.header("Authorization", token);
-        }
-        let mut response = request.call().map_err(|e| Error::Invalid(format!("{url}: {e}")))?;
+        let sent = match method {
+            Method::Get => self.prepare(self.agent.get(&url), query).call(),
+            Method::Delete => self.prepare(self.agent.delete(&url), query).call(),
+            Method::Post => self.prepare(self.agent.post(&url), query).send_empty(),
+        };
+        let mut response = sent.map_err(|e| Error::Invalid(format!("{url}: {e}")))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -61,9 +73,32 @@ impl Remote {
         )))
     }
 
+    /// A request with the query and the credential.
+    fn prepare<B>(&self, request: ureq::RequestBuilder<B>, query: &[(&str, &str)]) -> ureq::RequestBuilder<B> {
+        let mut request = request;
+        for (key, value) in query {
+            request = request.query(*key, *value);
+        }
+        match &self.token {
+            Some(token) => request.header("Authorization", token),
+            None => request,
+        }
+    }
+
+    /// A JSON reply to a request that changes something (`POST`, or `DELETE` when
+    /// `delete`).
+    pub(crate) fn change(&self, delete: bool, path: &str, query: &[(&str, &str)]) -> Result<serde_json::Value> {
+        let response = self.send(if delete { Method::Delete } else { Method::Post }, path, query)?;
+        self.read_json(response)
+    }
+
     /// A JSON reply.
     pub(crate) fn json(&self, path: &str, query: &[(&str, &str)]) -> Result<serde_json::Value> {
-        let mut response = self.get(path, query)?;
+        let response = self.get(path, query)?;
+        self.read_json(response)
+    }
+
+    fn read_json(&self, mut response: ureq::http::Response<ureq::Body>) -> Result<serde_json::Value> {
         let text = response
             .body_mut()
             .with_config()

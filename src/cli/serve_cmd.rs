@@ -83,6 +83,10 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode> {
             .await
             .map_err(|e| Error::io(format!("listen on {}", settings.listen), e))?;
         let local = listener.local_addr().map_err(|e| Error::io("read the listening address", e))?;
+        // Commands refused the vault's lock name this endpoint (see `Error::Locked`).
+        if let Err(e) = vault.advertise_endpoint(&local_endpoint(local)) {
+            tracing::warn!(error = %e, "could not record the endpoint in the vault's LOCK file");
+        }
         tracing::info!(
             listen = %local,
             data = %args.data.display(),
@@ -108,4 +112,27 @@ pub(crate) fn serve(args: ServeArgs) -> Result<ExitCode> {
     served?;
     tracing::info!("stopped; everything acknowledged is on disk");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The URL a client on this machine reaches a server listening on `addr` at: a wildcard
+/// address (0.0.0.0, [::]) is reached on the loopback address.
+fn local_endpoint(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_endpoint;
+
+    #[test]
+    fn wildcard_addresses_are_reached_on_loopback() {
+        assert_eq!(local_endpoint("0.0.0.0:2200".parse().unwrap()), "http://127.0.0.1:2200");
+        assert_eq!(local_endpoint("[::]:2200".parse().unwrap()), "http://[::1]:2200");
+        assert_eq!(local_endpoint("10.1.2.3:80".parse().unwrap()), "http://10.1.2.3:80");
+    }
 }

@@ -1,4 +1,5 @@
-//! Commands that open a vault directory: `restore`, `info`, `import-litestream`.
+//! Commands that read a vault, from its directory or through a server: `restore`, `info`,
+//! `ls`, `export`; and `import-litestream`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,14 +31,14 @@ pub(crate) struct SourceArgs {
 
 impl SourceArgs {
     /// The vault directory, for commands that work on one directly.
-    fn local(&self) -> Result<&Path> {
+    pub(crate) fn local(&self) -> Result<&Path> {
         self.data
             .as_deref()
             .ok_or_else(|| Error::Invalid("this command needs --data DIR (it cannot go through --endpoint)".into()))
     }
 
     /// The server, when the command goes through one.
-    fn remote(&self) -> Result<Option<super::remote::Remote>> {
+    pub(crate) fn remote(&self) -> Result<Option<super::remote::Remote>> {
         self.endpoint.as_deref().map(|e| super::remote::Remote::new(e, self.token.as_deref())).transpose()
     }
 }
@@ -102,12 +103,12 @@ pub(crate) struct PointArgs {
 }
 
 impl PointArgs {
-    fn target(&self) -> Result<Target> {
+    pub(crate) fn target(&self) -> Result<Target> {
         target(self.txid.as_deref(), self.timestamp.as_deref())
     }
 
     /// The point as query parameters of `GET /db/snapshot`.
-    fn query(&self) -> Vec<(&'static str, &str)> {
+    pub(crate) fn query(&self) -> Vec<(&'static str, &str)> {
         let txid = self.txid.as_deref().map(|t| ("txid", t));
         let timestamp = self.timestamp.as_deref().map(|t| ("timestamp", t));
         txid.into_iter().chain(timestamp).collect()
@@ -316,11 +317,13 @@ pub(crate) struct LsArgs {
 }
 
 pub(crate) fn ls(args: LsArgs) -> Result<ExitCode> {
-    let reports: Vec<serde_json::Value> = match args.source.remote()? {
+    // The databases, and what each cluster stores against its quota.
+    let (reports, usages): (Vec<serde_json::Value>, Vec<(String, serde_json::Value)>) = match args.source.remote()? {
         Some(remote) => {
             let query: Vec<(&str, &str)> = args.cluster.iter().map(|c| ("cluster", c.as_str())).collect();
             let reply = remote.json("/dbs", &query)?;
-            reply["databases"].as_array().cloned().unwrap_or_default()
+            let cluster = reply["cluster"].as_str().unwrap_or_default().to_string();
+            (reply["databases"].as_array().cloned().unwrap_or_default(), vec![(cluster, reply["usage"].clone())])
         }
         None => {
             let config = args.config.vault_config()?;
@@ -330,8 +333,12 @@ pub(crate) fn ls(args: LsArgs) -> Result<ExitCode> {
                 .iter()
                 .map(|info| crate::report::info_json(info, &config))
                 .collect();
+            let usages = match args.cluster.as_deref() {
+                Some(cluster) => vec![(cluster.to_string(), vault.usage(cluster))],
+                None => vault.usages(),
+            };
             vault.close()?;
-            reports
+            (reports, usages.into_iter().map(|(c, u)| (c, crate::report::usage_json(u))).collect())
         }
     };
     if args.json {
@@ -340,6 +347,9 @@ pub(crate) fn ls(args: LsArgs) -> Result<ExitCode> {
         }
     } else {
         print!("{}", crate::report::list_text(&reports));
+        for (cluster, usage) in usages.iter().filter(|(_, usage)| usage.is_object()) {
+            print!("{}", crate::report::usage_text(cluster, usage));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -415,7 +425,8 @@ pub(crate) fn info(args: DbArgs, config: ConfigArgs, json: bool) -> Result<ExitC
 
 pub(crate) fn import(args: DbArgs, config: ConfigArgs, replica: PathBuf) -> Result<ExitCode> {
     // Vault::open creates the directory, readable by its owner only.
-    let vault = Vault::open(args.source.local()?, config.vault_config()?)?;
+    let vault = Vault::open(args.source.local()?, config.vault_config()?)
+        .map_err(|e| super::ops_cmd::offline_only(e, "import-litestream"))?;
     let bar = progress_bar("importing", "files");
     let report = import_litestream(&vault, &args.cluster, &args.db, &replica, |done, total| {
         bar.set_length(total as u64);

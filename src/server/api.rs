@@ -215,6 +215,8 @@ impl From<Error> for ApiError {
             Error::NoSuchPoint(_) => (StatusCode::NOT_FOUND, "ENOTXID"),
             Error::BadHeader(_) => (StatusCode::UNPROCESSABLE_ENTITY, "EBADHEADER"),
             Error::AlreadyExists { .. } => (StatusCode::CONFLICT, "EEXISTS"),
+            Error::QuotaExceeded { .. } => (StatusCode::INSUFFICIENT_STORAGE, "EQUOTA"),
+            Error::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "ENOSPC"),
             _ => {
                 tracing::error!(error = %e, "request failed inside the vault");
                 (StatusCode::INTERNAL_SERVER_ERROR, "EINTERNAL")
@@ -365,7 +367,8 @@ async fn get_dbs(State(state): State<AppState>, headers: HeaderMap, uri: Uri) ->
     let config = state.vault.config();
     let databases: Vec<_> =
         state.vault.databases(Some(&cluster)).iter().map(|info| crate::report::info_json(info, config)).collect();
-    Ok(axum::Json(serde_json::json!({"cluster": cluster, "databases": databases})).into_response())
+    let usage = crate::report::usage_json(state.vault.usage(&cluster));
+    Ok(axum::Json(serde_json::json!({"cluster": cluster, "usage": usage, "databases": databases})).into_response())
 }
 
 /// `GET /db/info?db=NAME`: one database, as in `GET /dbs`.

@@ -105,6 +105,7 @@ impl Vault {
             return Err(e);
         }
         state.deleted = true;
+        self.catalog.usage.sub(cluster, std::mem::take(&mut state.stored_bytes));
         state.runs.clear();
         state.levels.iter_mut().for_each(Vec::clear);
         state.pending = Position::default();
