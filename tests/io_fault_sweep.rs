@@ -57,7 +57,7 @@ const INTERVALS_MS: [i64; 3] = [MINUTE, 10 * MINUTE, HOUR];
 /// How long L0 to L3 keep their points.
 const RETENTION_MS: [i64; 4] = [30 * MINUTE, 2 * HOUR, 4 * HOUR, 8 * HOUR];
 /// Fault runs in CI (a sample); `LTXVAULT_FAULT_SWEEP=full` runs them all.
-const CI_RUNS: usize = 240;
+const CI_RUNS: usize = 600;
 
 fn config(plan: Option<Arc<Sweep>>) -> VaultConfig {
     VaultConfig {
@@ -521,7 +521,7 @@ fn run(seed: u64, case: Option<Case>) -> Outcome {
             (Err(e), Some(fired)) => {
                 assert!(is_clear(e, fired.case.kind), "{context}: unclear error after {fired:?}: {e:?}");
             }
-            (Err(e), None) => panic!("{context}: failed without a fault: {e}"),
+            (Err(e), None) => panic!("{context}: failed without a fault (earlier: {:?}): {e}", plan.fired()),
         }
         let expected = fired.as_ref().is_some_and(|f| result.is_err() && must_poison(kind, f, &log_dir));
         poisoned = v.poisoned().is_some();
