@@ -307,15 +307,21 @@ impl Compactor {
     fn run_level_of(&self, level: u8, interval: i64, key: &crate::catalog::DbKey) -> Result<usize> {
         let index = usize::from(level) - 1;
         let Some(state) = self.catalog.get(key) else { return Ok(0) };
-        let (below, page_size) = {
+        let (below, page_size, done) = {
             let state = crate::catalog::lock(&state);
             if state.deleted {
                 return Ok(0);
             }
-            let done = state.levels.get(index).and_then(|l| l.last()).map_or(TxId::ZERO, |r| r.max_txid);
+            // Where this level goes on: after its last piece, or, when retention has emptied
+            // it (every piece covered by a coarser one and expired), after the coarser
+            // levels, which hold everything before.
+            let done = match state.levels.get(index).and_then(|l| l.last()) {
+                Some(last) => last.max_txid,
+                None => state.levels.iter().skip(index + 1).flatten().map(|r| r.max_txid).max().unwrap_or(TxId::ZERO),
+            };
             let level_below = if index == 0 { &state.runs } else { &state.levels[index - 1] };
             let below: Vec<Run> = level_below.iter().filter(|r| r.max_txid > done).cloned().collect();
-            (below, state.page_size)
+            (below, state.page_size, done)
         };
         let spans: Vec<Span> =
             below.iter().map(|r| Span { max_txid: r.max_txid, timestamp_ms: r.timestamp_ms }).collect();
@@ -324,7 +330,7 @@ impl Compactor {
             let group = &below[window];
             let previous = crate::catalog::lock(&state).levels[index].last().cloned();
             if let Some(first) = group.first()
-                && !first.min_txid.follows(previous.as_ref().map_or(TxId::ZERO, |p| p.max_txid))
+                && !first.min_txid.follows(previous.as_ref().map_or(done, |p| p.max_txid))
             {
                 return Err(Error::Corrupt {
                     file: self.levels_dir.clone(),

@@ -57,7 +57,7 @@ const INTERVALS_MS: [i64; 3] = [MINUTE, 10 * MINUTE, HOUR];
 /// How long L0 to L3 keep their points.
 const RETENTION_MS: [i64; 4] = [30 * MINUTE, 2 * HOUR, 4 * HOUR, 8 * HOUR];
 /// Fault runs in CI (a sample); `LTXVAULT_FAULT_SWEEP=full` runs them all.
-const CI_RUNS: usize = 240;
+const CI_RUNS: usize = 600;
 
 fn config(plan: Option<Arc<Sweep>>) -> VaultConfig {
     VaultConfig {
@@ -340,7 +340,17 @@ fn run(seed: u64, case: Option<Case>) -> Outcome {
     let mut pending: Vec<Step> = Vec::new();
     let mut poisoned = false;
 
-    while now < START + SPAN && !poisoned {
+    // The last two steps: a compaction and a retention pass after the workload, after
+    // which the level files on disk must be exactly the catalog's.
+    let mut final_steps: Option<usize> = None;
+    while !poisoned {
+        if pending.is_empty() && now >= START + SPAN {
+            if final_steps.is_some() {
+                break;
+            }
+            final_steps = Some(step + 1);
+            pending.extend([Step::Retain, Step::Compact]);
+        }
         let kind = pending.pop().unwrap_or_else(|| {
             if now >= next_pass {
                 next_pass = now + 10 * MINUTE + rng.below(30 * MINUTE as u64) as i64;
@@ -511,11 +521,20 @@ fn run(seed: u64, case: Option<Case>) -> Outcome {
             (Err(e), Some(fired)) => {
                 assert!(is_clear(e, fired.case.kind), "{context}: unclear error after {fired:?}: {e:?}");
             }
-            (Err(e), None) => panic!("{context}: failed without a fault: {e}"),
+            (Err(e), None) => panic!("{context}: failed without a fault (earlier: {:?}): {e}", plan.fired()),
         }
         let expected = fired.as_ref().is_some_and(|f| result.is_err() && must_poison(kind, f, &log_dir));
         poisoned = v.poisoned().is_some();
         assert_eq!(poisoned, expected, "{context}: poisoned {:?} after {fired:?}", v.poisoned());
+    }
+    let last_fault_step = plan.fired().map(|f| f.step);
+    if !poisoned && final_steps.is_some_and(|first| last_fault_step.is_none_or(|at| at < first)) {
+        check_levels_match_catalog(
+            vault.as_ref().expect("open vault"),
+            &vault_dir,
+            &dbs,
+            &format!("case {case:?}, seed {seed}"),
+        );
     }
     if poisoned {
         let db = &dbs[0];
@@ -546,6 +565,29 @@ fn run(seed: u64, case: Option<Case>) -> Outcome {
         &format!("case {case:?}, seed {seed}"),
     );
     Outcome { fired: plan.fired(), poisoned, counts }
+}
+
+/// After a compaction and a retention pass that met no fault: the level files on disk are
+/// exactly the catalog's (a file whose deletion failed earlier was deleted by a later pass,
+/// an output whose installation failed was written again or removed), and no temporary
+/// file is left.
+fn check_levels_match_catalog(vault: &Vault, vault_dir: &Path, dbs: &[Db], context: &str) {
+    for db in dbs {
+        let dir = ltxvault::compact::db_dir(&vault_dir.join("levels"), db.cluster, db.name);
+        let mut on_disk: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries.flatten().map(|e| e.path()).filter(|p| !p.ends_with("NAME")).collect(),
+            Err(_) => Vec::new(),
+        };
+        on_disk.sort();
+        let mut cataloged: Vec<PathBuf> = vault
+            .level_runs(db.cluster, db.name)
+            .iter()
+            .flatten()
+            .filter_map(|run| run.path().map(Path::to_path_buf))
+            .collect();
+        cataloged.sort();
+        assert_eq!(on_disk, cataloged, "{context}: {}/{}: level files on disk and in the catalog", db.cluster, db.name);
+    }
 }
 
 /// Checks a restore's or snapshot's outcome against the model: the point it names is an

@@ -460,6 +460,38 @@ mod tests {
     }
 
     #[test]
+    fn a_temp_file_that_fails_to_commit_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out");
+        let listing = || {
+            let mut names: Vec<String> =
+                std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            names.sort();
+            names
+        };
+        for op in [Op::Sync, Op::Rename] {
+            let (fs, _) = fs_failing(op, Fault::Fail(libc::EIO));
+            let temp = fs.temp_file(&target).unwrap();
+            temp.write_all_at(b"data", 0).unwrap();
+            assert!(temp.commit().is_err(), "{op:?}");
+            assert!(listing().is_empty(), "after a failed {op:?}: {:?}", listing());
+        }
+        // A failed directory sync comes after the rename: `commit` leaves the complete file,
+        // `commit_or_discard` removes it.
+        let (fs, _) = fs_failing(Op::SyncDir, Fault::Fail(libc::EIO));
+        let temp = fs.temp_file(&target).unwrap();
+        temp.write_all_at(b"data", 0).unwrap();
+        assert!(temp.commit().is_err());
+        assert_eq!(listing(), ["out"]);
+        assert_eq!(std::fs::read(&target).unwrap(), b"data");
+        std::fs::remove_file(&target).unwrap();
+        let (fs, _) = fs_failing(Op::SyncDir, Fault::Fail(libc::EIO));
+        let temp = fs.temp_file(&target).unwrap();
+        assert!(temp.commit_or_discard().is_err());
+        assert!(listing().is_empty(), "{:?}", listing());
+    }
+
+    #[test]
     fn a_short_copy_copies_a_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let (src_path, dst_path) = (dir.path().join("src"), dir.path().join("dst"));
