@@ -15,6 +15,7 @@ const REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/f
 /// Every saved finding, by file name; `every_regression_has_a_test` keeps this complete.
 const REGRESSION_FILES: &[&str] = &[
     "segment-header-reserved.bin",
+    "segment-payload-len-max.bin",
     "segment-payload-len-overflow.bin",
     "segment-torn-batch-start-leaves-garbage.bin",
     "segment-zeroed-header-hides-later-batches.bin",
@@ -58,6 +59,17 @@ fn record_payload_length_that_wraps_is_refused() {
     let (offset, reason) = replay("segment-payload-len-overflow.bin").expect_err("refused");
     assert_eq!(offset, 64);
     assert!(reason.contains("runs past the end"), "{reason}");
+}
+
+/// Found by the fuzzer right after the fix above: a record whose payload length is
+/// `u64::MAX` was refused, but the refusal's message still computed the record length
+/// (header + payload), which overflowed: a panic where overflow checks are on, and in
+/// release a message naming a 128-byte record. The message now gives the two lengths.
+#[test]
+fn record_payload_length_max_is_refused_with_its_length() {
+    let (offset, reason) = replay("segment-payload-len-max.bin").expect_err("refused");
+    assert_eq!(offset, 64);
+    assert!(reason.contains("runs past the end") && reason.contains(&u64::MAX.to_string()), "{reason}");
 }
 
 /// A sealed segment whose second record's header was zeroed (a lost block) while the
