@@ -72,6 +72,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|uri: Uri| async move {
             ApiError::new(StatusCode::NOT_FOUND, "ENOTFOUND", format!("no such endpoint: {}", uri.path()))
         })
+        // Without this axum answers a bare 405 with no body; every error here is JSON.
+        .method_not_allowed_fallback(|method: axum::http::Method, uri: Uri| async move {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "EMETHOD", format!("{} does not take {method}", uri.path()))
+        })
         .with_state(state)
 }
 
