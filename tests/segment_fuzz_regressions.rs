@@ -15,7 +15,9 @@ const REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/f
 /// Every saved finding, by file name; `every_regression_has_a_test` keeps this complete.
 const REGRESSION_FILES: &[&str] = &[
     "segment-header-reserved.bin",
+    "segment-payload-len-max.bin",
     "segment-payload-len-overflow.bin",
+    "segment-seq-max.bin",
     "segment-torn-batch-start-leaves-garbage.bin",
     "segment-zeroed-header-hides-later-batches.bin",
 ];
@@ -58,6 +60,29 @@ fn record_payload_length_that_wraps_is_refused() {
     let (offset, reason) = replay("segment-payload-len-overflow.bin").expect_err("refused");
     assert_eq!(offset, 64);
     assert!(reason.contains("runs past the end"), "{reason}");
+}
+
+/// Found by the fuzzer right after the fix above: a record whose payload length is
+/// `u64::MAX` was refused, but the refusal's message still computed the record length
+/// (header + payload), which overflowed: a panic where overflow checks are on, and in
+/// release a message naming a 128-byte record. The message now gives the two lengths.
+#[test]
+fn record_payload_length_max_is_refused_with_its_length() {
+    let (offset, reason) = replay("segment-payload-len-max.bin").expect_err("refused");
+    assert_eq!(offset, 64);
+    assert!(reason.contains("runs past the end") && reason.contains(&u64::MAX.to_string()), "{reason}");
+}
+
+/// Found by the fuzzer (second ten-minute run): a record (checksums valid) carrying
+/// sequence number `u64::MAX`. The scan computed the next expected number as `seq + 1`,
+/// which panics where overflow checks are on and in release wrapped to 0, so the record was
+/// taken as a good one. No record can follow it, so it cannot be one the log wrote: the
+/// scan now refuses it (here, in the last segment, as a torn tail).
+#[test]
+fn record_with_the_largest_sequence_number_is_refused() {
+    let scanned = replay("segment-seq-max.bin").expect("a torn tail in the last segment");
+    assert!(scanned.records.iter().all(|(_, h)| h.seq != u64::MAX), "{:?}", scanned.records);
+    assert!(scanned.torn);
 }
 
 /// A sealed segment whose second record's header was zeroed (a lost block) while the

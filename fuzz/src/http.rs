@@ -390,9 +390,7 @@ impl Harness {
             assert_eq!(code, "EBUSY", "{label}: 503 {}", text());
         }
         if status.is_client_error() || status.is_server_error() {
-            if status != StatusCode::METHOD_NOT_ALLOWED {
-                assert!(error_code(&body).is_some(), "{label}: {status} without a JSON error: {}", text());
-            }
+            assert!(error_code(&body).is_some(), "{label}: {status} without a JSON error: {}", text());
             assert_eq!(self.positions(), before, "{label}: refused with {status} {} but positions moved", text());
         }
         if status == StatusCode::OK && is_tx {

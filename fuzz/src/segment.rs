@@ -67,7 +67,7 @@ pub fn check_segment(data: &[u8]) -> Result<Scan, (u64, String)> {
         if is_last {
             record.payload(at).unwrap_or_else(|e| panic!("last segment: payload at {offset} accepted unchecked: {e}"));
         }
-        next_seq = Some(record.seq + 1);
+        next_seq = Some(record.seq.checked_add(1).expect("a record with the largest sequence number was accepted"));
         next_offset = offset + record.record_len();
     }
     assert_eq!(found.tail, next_offset, "the tail is not the end of the last record");

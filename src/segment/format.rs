@@ -287,10 +287,13 @@ impl RecordHeader {
         if cluster_len == 0 || db_len == 0 || cluster_len > MAX_NAME_LEN || db_len > MAX_NAME_LEN {
             return Err("record name length out of range".into());
         }
-        // Checked before `record_len` adds it to the header length, which a length near
-        // 2^64 would overflow.
-        if record.payload_len > bytes.len() as u64 || (bytes.len() as u64) < record.record_len() {
-            return Err(format!("record of {} bytes runs past the end of the segment", record.record_len()));
+        // Against the room left, not through `record_len`: header length + a payload length
+        // near 2^64 would overflow. Within the room, the padded length fits a u64.
+        if record.payload_len > (bytes.len() - header_len) as u64 || (bytes.len() as u64) < record.record_len() {
+            return Err(format!(
+                "record of {header_len} + {} bytes runs past the end of the segment",
+                record.payload_len
+            ));
         }
         Ok(Some(record))
     }

@@ -333,6 +333,8 @@ pub fn scan(
         });
         let checked = checked.and_then(|h| match (h, expected_seq) {
             (Some(h), Some(seq)) if h.seq != seq => Err(format!("sequence number {} where {seq} was expected", h.seq)),
+            // No record can follow this one, so the log never wrote it.
+            (Some(h), _) if h.seq == u64::MAX => Err("sequence number at its largest value".into()),
             (h, _) => Ok(h),
         });
         match checked {
