@@ -205,7 +205,8 @@ impl Server {
             if let Some((_, url)) = line.split_once(" on ")
                 && line.contains("serving")
             {
-                break url.trim().to_string();
+                // The log line's fields follow the URL.
+                break url.split_whitespace().next().expect("a URL after \"on\"").to_string();
             }
         };
         // Keep draining its log so that it never blocks on a full pipe.
