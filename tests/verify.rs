@@ -187,6 +187,16 @@ fn verify_passes_a_clean_vault_and_names_every_flipped_byte() {
     assert!(out.status.success() && text.contains("all well (seed 7)"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("c/app ") && l.contains(" ok")), "{text}");
 
+    // One database, and one the vault does not have.
+    let out = ltxvault(&["verify", "--data", path(&clean), "--cluster", "c", "--db", "small", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let subjects: Vec<&str> =
+        report["rows"].as_array().expect("rows").iter().map(|r| r["subject"].as_str().expect("s")).collect();
+    assert_eq!((out.status.code(), subjects), (Some(0), vec!["(log)", "(vault files)", "c/small"]));
+    let out = ltxvault(&["verify", "--data", path(&clean), "--cluster", "c", "--db", "nope"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && err.contains("no database \"nope\""), "{err}");
+
     // One flipped byte at a time, each in a copy of the clean vault.
     let segment = |data: &Path| {
         // The oldest segment left: sealed. A byte in the middle of its first record's payload.

@@ -72,6 +72,11 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<ExitCode> {
         }
     };
     let (cluster, db) = (args.cluster.as_deref(), args.db.as_deref());
+    if let (Some(c), Some(d)) = (cluster, db)
+        && vault.position(c, d).is_none()
+    {
+        return Err(Error::NotFound { cluster: c.to_string(), db: d.to_string() });
+    }
     let bar = bytes_bar();
     let storage = vault.verify_storage(cluster, db, &mut |done, total| {
         bar.set_length(total);

@@ -26,7 +26,10 @@
 //! (shared) throughout, so retention deletes nothing under it; ingest goes on.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::Xxh3;
 
 use super::Vault;
 use crate::catalog::{DbKey, Run, Source, lock};
@@ -34,7 +37,7 @@ use crate::compact::{ends_checksum, parse_level_file_name, read_db_name};
 use crate::error::{Error, Result};
 use crate::io::MappedFile;
 use crate::ltx::format::{HEADER_SIZE, TRAILER_SIZE};
-use crate::ltx::{Checksum, Decoder, TxId, Version};
+use crate::ltx::{Checksum, Decoder, Header, LtxError, Trailer, TxId, Version};
 use crate::segment::format::{KIND_LTX, RecordHeader, SEGMENT_HEADER_SIZE, SegmentHeader};
 use crate::segment::{Location, segment_path};
 
@@ -394,7 +397,7 @@ impl Vault {
                 expected_seq = Some(header.seq + 1);
                 report.of(Subject::Log).pieces += 1;
                 if filter.covers(&key.cluster, &key.db) {
-                    match verify_record(&header, &map[offset..]) {
+                    match verify_record(&header, &map, offset) {
                         Ok(()) => {
                             seen.records.insert(Location { segment: id, offset: offset as u64 });
                         }
@@ -412,11 +415,11 @@ impl Vault {
             }
             if sealed
                 && intact
-                && let Some(at) = map[offset.min(map.len())..].iter().position(|&b| b != 0)
+                && let Some(at) = first_non_zero(&map, offset.min(map.len())..map.len())
             {
                 report.of(Subject::Log).add(Problem::at(
                     &path,
-                    (offset + at) as u64,
+                    at as u64,
                     "a non-zero byte after the last record of a sealed segment (a damaged record header hides \
                      the records after it, or the unused end of the segment is damaged)",
                 ));
@@ -548,19 +551,28 @@ fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
-/// One record (the bytes from its start): its payload checksum, and for an LTX record the
-/// whole file decoded and its header against the record's. `Err` has the offset in the
-/// record and the reason.
-fn verify_record(header: &RecordHeader, record: &[u8]) -> std::result::Result<(), (u64, String)> {
-    let payload = header.payload(record).map_err(|reason| (0, reason))?;
+/// One record of the segment `map`, at `offset`: its payload checksum, and for an LTX
+/// record the whole file decoded and its header against the record's. `Err` has the
+/// offset in the record and the reason. Memory stays flat: see [`CHUNK`].
+fn verify_record(header: &RecordHeader, map: &MappedFile, offset: usize) -> std::result::Result<(), (u64, String)> {
+    let start = offset + header.header_len();
+    let end = start + header.payload_len as usize;
+    if end > map.len() {
+        return Err((0, "payload runs past the end of the segment".into()));
+    }
+    let sum = xxh3_flat(map, start..end);
+    if sum != header.payload_xxh3 {
+        return Err((
+            0,
+            format!("payload checksum mismatch (stored {:016x}, computed {sum:016x})", header.payload_xxh3),
+        ));
+    }
     if header.kind != KIND_LTX {
         return Ok(());
     }
     let at = header.header_len() as u64;
-    let summary = Decoder::new(payload)
-        .and_then(|d| d.verify())
+    let (ltx, trailer) = decode_flat(map, start..end, None)
         .map_err(|e| (at + e.offset, format!("LTX payload: {}: {}", e.rule, e.detail)))?;
-    let ltx = summary.header;
     let agree = ltx.min_txid == header.min_txid
         && ltx.max_txid == header.max_txid
         && ltx.commit == header.commit
@@ -569,16 +581,75 @@ fn verify_record(header: &RecordHeader, record: &[u8]) -> std::result::Result<()
     if !agree {
         return Err((at, "the LTX header disagrees with the record's (TXIDs, commit, page size or timestamp)".into()));
     }
-    if ltx.has_checksums() && summary.trailer.post_apply_checksum != header.post_apply {
+    if ltx.has_checksums() && trailer.post_apply_checksum != header.post_apply {
         return Err((
             at,
             format!(
                 "the LTX file says post-apply checksum {}, the record {}",
-                summary.trailer.post_apply_checksum, header.post_apply
+                trailer.post_apply_checksum, header.post_apply
             ),
         ));
     }
     Ok(())
+}
+
+/// How much of a mapping is read before the pages behind the cursor are let go: a
+/// verification reads files far larger than memory should grow, and mapped pages it has
+/// read count as its memory until released (they stay in the page cache).
+const CHUNK: usize = 8 << 20;
+
+/// The xxh3 of `range` of `map`, read a chunk at a time.
+fn xxh3_flat(map: &MappedFile, range: Range<usize>) -> u64 {
+    let mut hash = Xxh3::new();
+    let mut at = range.start;
+    while at < range.end {
+        let end = (at + CHUNK).min(range.end);
+        hash.update(&map[at..end]);
+        map.release(at..end);
+        at = end;
+    }
+    hash.digest()
+}
+
+/// The offset of the first non-zero byte in `range` of `map`, read a chunk at a time.
+fn first_non_zero(map: &MappedFile, range: Range<usize>) -> Option<usize> {
+    let mut at = range.start;
+    while at < range.end {
+        let end = (at + CHUNK).min(range.end);
+        let found = map[at..end].iter().position(|&b| b != 0);
+        map.release(at..end);
+        if let Some(i) = found {
+            return Some(at + i);
+        }
+        at = end;
+    }
+    None
+}
+
+/// Decodes the LTX file at `range` of `map` whole (every check of the decoder), letting go
+/// of the pages behind the decoder as it goes where it reads in place (not inside a v1 LZ4
+/// page block, which a frame decoder streams: there, memory is the compressed size).
+fn decode_flat(
+    map: &MappedFile,
+    range: Range<usize>,
+    version: Option<Version>,
+) -> std::result::Result<(Header, Trailer), LtxError> {
+    let bytes = &map[range.clone()];
+    let mut decoder = match version {
+        Some(version) => Decoder::with_version(bytes, version)?,
+        None => Decoder::new(bytes)?,
+    };
+    let mut released = 0;
+    while decoder.advance()? {
+        if let Some(at) = decoder.input_offset()
+            && at >= released + CHUNK
+        {
+            map.release(range.start + released..range.start + at);
+            released = at;
+        }
+    }
+    map.release(range);
+    Ok((*decoder.header(), decoder.trailer().unwrap_or_default()))
 }
 
 /// One file of a database's level directory: NAME, a level file or an image.
@@ -620,20 +691,16 @@ fn verify_level_file(path: &Path, min: TxId, max: TxId, ends: u64) -> std::resul
     if ends_checksum(header, trailer) != ends {
         return Err(Problem::at(path, 0, "header or trailer does not match the checksum in the file name"));
     }
-    let summary = Decoder::with_version(&map, Version::V1)
-        .and_then(|d| d.verify())
+    let (header, trailer) = decode_flat(&map, 0..map.len(), Some(Version::V1))
         .map_err(|e| Problem::at(path, e.offset, format!("{}: {}", e.rule, e.detail)))?;
-    if (summary.header.min_txid, summary.header.max_txid) != (min, max) {
+    if (header.min_txid, header.max_txid) != (min, max) {
         return Err(Problem::at(
             path,
             0,
-            format!(
-                "the header says TXID {}..{}, the name {min}..{max}",
-                summary.header.min_txid, summary.header.max_txid
-            ),
+            format!("the header says TXID {}..{}, the name {min}..{max}", header.min_txid, header.max_txid),
         ));
     }
-    Ok(summary.trailer.post_apply_checksum)
+    Ok(trailer.post_apply_checksum)
 }
 
 /// An image: footer against the name, length, and the database checksum of its pages
