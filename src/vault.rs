@@ -404,6 +404,7 @@ impl Vault {
             catalog: catalog.clone(),
             segments: segments.clone(),
             metrics: metrics.clone(),
+            fs: fs.clone(),
             gate: gate.clone(),
             clock: clock.clone(),
             vault_dir: dir.to_path_buf(),
@@ -576,16 +577,19 @@ impl Vault {
         let trailer = decoder.trailer().unwrap_or_default();
 
         let key = DbKey { cluster: cluster.to_string(), db: db.to_string() };
+        let sums_dir = self.dir.join("sums");
         // A database the vault does not hold starts with a snapshot: anything else is
         // refused before a state (and its page-checksum map file) exists for the name.
-        if !header.is_snapshot() && self.catalog.get(&key).is_none() {
-            return Err(Error::PositionMismatch { position: Position::default(), reason: not_a_snapshot(&header) });
-        }
-        let sums_dir = self.dir.join("sums");
+        let make = || {
+            if !header.is_snapshot() {
+                return Err(Error::PositionMismatch { position: Position::default(), reason: not_a_snapshot(&header) });
+            }
+            new_state(&self.fs, &sums_dir, &key, &self.metrics)
+        };
         // A database deleted between fetching its state and locking it is fetched again:
         // the deletion took it out of the catalog before it let go of the lock.
         let (state, done, accepted) = loop {
-            let state = self.catalog.get_or_create(&key, || new_state(&self.fs, &sums_dir, &key, &self.metrics))?;
+            let state = self.catalog.get_or_create(&key, make)?;
             let queued = {
                 let mut guard = lock(&state);
                 if guard.deleted {
@@ -737,13 +741,9 @@ impl Vault {
             return;
         }
         let path = sums_path(&self.dir.join("sums"), key);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot remove the page-checksum map of a refused new database");
-                return;
-            }
+        if let Err(e) = self.fs.remove_file(&path) {
+            tracing::warn!(file = %path.display(), error = %e, "cannot remove the page-checksum map of a refused new database");
+            return;
         }
         state.deleted = true;
         self.catalog.remove(key);

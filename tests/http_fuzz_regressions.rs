@@ -8,26 +8,18 @@
 #[allow(dead_code)]
 mod harness;
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use common::replay::{assert_every_regression_listed, files, read};
 
 const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/http_router");
 const REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fuzz-regressions/http");
 
 /// Every saved finding, by file name; `every_regression_has_a_test` keeps this complete.
 const REGRESSION_FILES: &[&str] = &["http-method-not-allowed.txt"];
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
-    let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("directory entry").path()).filter(|p| p.is_file()).collect();
-    paths.sort();
-    paths
-}
-
-fn read(path: &Path) -> Vec<u8> {
-    fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// A known path with a method it does not take (`PUT /db/tx`, `PATCH /pos`, `DELETE
 /// /db/snapshot`) got axum's bare 405 with an empty body, where the API promises a JSON
@@ -48,13 +40,7 @@ fn wrong_method_is_a_json_error() {
 
 #[test]
 fn every_regression_has_a_test() {
-    let on_disk: Vec<String> = files(Path::new(REGRESSIONS))
-        .iter()
-        .map(|p| p.file_name().expect("file name").to_string_lossy().into_owned())
-        .collect();
-    let mut listed: Vec<&str> = REGRESSION_FILES.to_vec();
-    listed.sort_unstable();
-    assert_eq!(on_disk, listed, "tests/fixtures/fuzz-regressions/http and REGRESSION_FILES disagree");
+    assert_every_regression_listed(Path::new(REGRESSIONS), REGRESSION_FILES);
 }
 
 /// Every seed passes every check of the target, every request in it is sent (none is one

@@ -9,8 +9,11 @@
 #[path = "../fuzz/src/ltx.rs"]
 mod harness;
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
+
+use common::replay::{assert_every_regression_listed, files, read};
 
 const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds");
 const REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fuzz-regressions");
@@ -22,17 +25,6 @@ const REGRESSION_FILES: &[&str] =
 
 /// The files of `dir`, sorted so failures come in a stable order. A missing directory is
 /// empty: git keeps no empty directories.
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
-    let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("directory entry").path()).filter(|p| p.is_file()).collect();
-    paths.sort();
-    paths
-}
-
-fn read(path: &Path) -> Vec<u8> {
-    fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 /// What a replayed input must give once the codec handles it.
 #[derive(Debug, PartialEq, Eq)]
 enum Expect {
@@ -80,13 +72,7 @@ fn merge_unbounded_output() {
 
 #[test]
 fn every_regression_has_a_test() {
-    let on_disk: Vec<String> = files(Path::new(REGRESSIONS))
-        .iter()
-        .map(|p| p.file_name().expect("file name").to_string_lossy().into_owned())
-        .collect();
-    let mut listed: Vec<&str> = REGRESSION_FILES.to_vec();
-    listed.sort_unstable();
-    assert_eq!(on_disk, listed, "tests/fixtures/fuzz-regressions and REGRESSION_FILES disagree");
+    assert_every_regression_listed(Path::new(REGRESSIONS), REGRESSION_FILES);
 }
 
 /// Every decode seed is a valid file and passes every check of the decode target.

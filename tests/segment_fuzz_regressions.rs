@@ -6,8 +6,11 @@
 #[path = "../fuzz/src/segment.rs"]
 mod harness;
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
+
+use common::replay::{assert_every_regression_listed, files, read};
 
 const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/segment_record");
 const REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fuzz-regressions/segment");
@@ -21,17 +24,6 @@ const REGRESSION_FILES: &[&str] = &[
     "segment-torn-batch-start-leaves-garbage.bin",
     "segment-zeroed-header-hides-later-batches.bin",
 ];
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
-    let mut paths: Vec<PathBuf> = entries.map(|e| e.expect("directory entry").path()).filter(|p| p.is_file()).collect();
-    paths.sort();
-    paths
-}
-
-fn read(path: &Path) -> Vec<u8> {
-    fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// Replays a saved finding through every check of the target (a panic fails the test) and
 /// returns what the scan said.
@@ -113,13 +105,7 @@ fn torn_batch_with_unwritten_start_is_cut() {
 
 #[test]
 fn every_regression_has_a_test() {
-    let on_disk: Vec<String> = files(Path::new(REGRESSIONS))
-        .iter()
-        .map(|p| p.file_name().expect("file name").to_string_lossy().into_owned())
-        .collect();
-    let mut listed: Vec<&str> = REGRESSION_FILES.to_vec();
-    listed.sort_unstable();
-    assert_eq!(on_disk, listed, "tests/fixtures/fuzz-regressions/segment and REGRESSION_FILES disagree");
+    assert_every_regression_listed(Path::new(REGRESSIONS), REGRESSION_FILES);
 }
 
 /// Every seed is a segment a real vault wrote (or one with a torn tail), scans with records,

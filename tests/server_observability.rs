@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::http::{Body, Reply, request};
+use common::server::TestServer;
 use common::{ModelDb, Rng};
 use ltxvault::auth::{Scope, TokenStore};
 use ltxvault::clock::SystemClock;
@@ -26,43 +27,8 @@ use ltxvault::{Vault, VaultConfig};
 
 /// A server on a loopback port over `vault`; stopped on drop. The test keeps its own
 /// handle on the vault (to compact, or to look at it directly).
-struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-fn start(vault: Arc<Vault>, auth: AuthMode, access: MetricsAccess) -> Server {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        runtime
-            .block_on(async {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                ltxvault::server::run(listener, vault, auth, ClusterIdPolicy::Off, access, Limits::default(), async {
-                    let _ = stopped.await;
-                })
-                .await
-            })
-            .expect("serve");
-        runtime.shutdown_timeout(Duration::from_secs(5));
-    });
-    Server { addr, stop: Some(stop), thread: Some(thread) }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+fn start(vault: Arc<Vault>, auth: AuthMode, access: MetricsAccess) -> TestServer {
+    common::server::serve_with(vault, auth, ClusterIdPolicy::Off, access, Limits::default())
 }
 
 fn config() -> VaultConfig {

@@ -7,13 +7,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::http::{Body, request};
+use common::server::TestServer;
 use common::sqlite::SqliteHistory;
 use common::{ModelDb, Rng};
 use ltxvault::clock::ManualClock;
@@ -240,59 +240,15 @@ fn verify_passes_a_clean_vault_and_names_every_flipped_byte() {
 }
 
 /// A server on a loopback port over `vault` (no auth), stopped on drop.
-struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+fn serve(vault: Arc<Vault>) -> TestServer {
+    common::server::serve(vault, AuthMode::None, ClusterIdPolicy::Off, Limits::default())
 }
 
-impl Server {
-    fn start(vault: Arc<Vault>) -> Server {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-            runtime
-                .block_on(async {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    ltxvault::server::run(
-                        listener,
-                        vault,
-                        AuthMode::None,
-                        ClusterIdPolicy::Off,
-                        ltxvault::config::MetricsAccess::Open,
-                        Limits::default(),
-                        async {
-                            let _ = stopped.await;
-                        },
-                    )
-                    .await
-                })
-                .expect("serve");
-            runtime.shutdown_timeout(Duration::from_secs(5));
-        });
-        Server { addr, stop: Some(stop), thread: Some(thread) }
-    }
-
-    fn json(&self, path: &str) -> Value {
-        let reply = request(self.addr, "GET", path, &[("Authorization", "cluster c")], Body::None).expect("reply");
-        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
-        reply.json()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+/// `GET path` of cluster `c` as JSON; must succeed.
+fn get_json(server: &TestServer, path: &str) -> Value {
+    let reply = request(server.addr, "GET", path, &[("Authorization", "cluster c")], Body::None).expect("reply");
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    reply.json()
 }
 
 #[test]
@@ -340,18 +296,31 @@ fn drills_pass_on_good_databases_fail_on_bad_ones_and_show_everywhere() {
     // The control plane shows the last drill of each database.
     let vault = Arc::new(vault);
     {
-        let server = Server::start(vault.clone());
-        let info = server.json("/db/info?db=app");
+        let server = serve(vault.clone());
+        let info = get_json(&server, "/db/info?db=app");
         assert_eq!(info["drill"]["ok"], true, "{info:#}");
         assert_eq!(info["drill"]["seed"], "11");
         assert_eq!(info["drill"]["points"].as_array().map(Vec::len), Some(last.points.len()));
         assert_eq!(info["drill"]["points"][0]["txid"], last.points[0].txid.to_string());
-        let dbs = server.json("/dbs");
+        let dbs = get_json(&server, "/dbs");
         let by_name = |name: &str| {
             dbs["databases"].as_array().expect("databases").iter().find(|d| d["db"] == name).cloned().expect(name)
         };
         assert_eq!(by_name("noise")["drill"]["ok"], false);
         assert_eq!(by_name("small")["drill"], Value::Null, "never drilled");
+        // And the metrics count them per cluster.
+        let never = dbs["databases"].as_array().expect("databases").iter().filter(|d| d["drill"].is_null()).count();
+        let metrics = request(server.addr, "GET", "/metrics", &[], Body::None).expect("reply");
+        let text = String::from_utf8_lossy(&metrics.body);
+        let sample = |name: &str| {
+            let prefix = format!("{name}{{cluster=\"c\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("no {prefix}in\n{text}"))
+                .to_string()
+        };
+        assert_eq!(sample("ltxvault_drill_failed_databases"), "1", "noise failed");
+        assert_eq!(sample("ltxvault_drill_missing_databases"), never.to_string());
     }
     Arc::try_unwrap(vault).ok().expect("the server let go").close().expect("close");
 

@@ -12,6 +12,8 @@ command -v sqlite3 >/dev/null || missing+=(sqlite3)
 command -v fusermount3 >/dev/null || missing+=(fuse3)
 command -v mountpoint >/dev/null || missing+=(util-linux)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# Debian's python3 makes virtualenvs (for litestream, below) only with python3-venv.
+python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

@@ -28,7 +28,6 @@
 //! restore (it holds the restore gate only while it merges), so ingest never waits on it.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -41,7 +40,7 @@ use super::{Vault, write_restore};
 use crate::catalog::{Catalog, DbKey, Run, lock};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::io::TempFile;
+use crate::io::Fs;
 use crate::ltx::{Checksum, TxId};
 use crate::restore::Target;
 use crate::segment::Segments;
@@ -119,6 +118,8 @@ pub(crate) struct Drills {
     pub catalog: Arc<Catalog>,
     pub segments: Arc<Segments>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The vault's file system (and its fault plan, in tests).
+    pub fs: Fs,
     pub gate: Arc<RwLock<()>>,
     pub clock: Arc<dyn Clock>,
     pub vault_dir: PathBuf,
@@ -245,7 +246,7 @@ impl Drills {
     /// SQLite finds damaged is a point that is not ok.
     fn drill_point(&self, key: &DbKey, choice: PointChoice, txid: TxId) -> Result<DrillPoint> {
         let n = self.scratch_seq.fetch_add(1, Ordering::Relaxed);
-        let scratch = TempFile::create(&self.vault_dir.join("tmp").join(format!("drill-{n}")))?;
+        let scratch = self.fs.temp_file(&self.vault_dir.join("tmp").join(format!("drill-{n}")))?;
         let plan = {
             // Retention waits until this restore has read its inputs.
             let _reading = self.gate.read().unwrap_or_else(|e| e.into_inner());
@@ -305,7 +306,7 @@ impl Drills {
             .filter(|(key, _)| self.is_live(key))
             .map(|(key, result)| StoredEntry { cluster: key.cluster, db: key.db, result })
             .collect();
-        write_file(&self.path(), &Stored { databases: entries })
+        write_file(&self.fs, &self.path(), &Stored { databases: entries })
     }
 }
 
@@ -553,14 +554,14 @@ pub fn load(vault_dir: &Path) -> Result<BTreeMap<DbKey, DrillResult>> {
     Ok(envelope.data.databases.into_iter().map(|e| (DbKey { cluster: e.cluster, db: e.db }, e.result)).collect())
 }
 
-fn write_file(path: &Path, stored: &Stored) -> Result<()> {
+fn write_file(fs: &Fs, path: &Path, stored: &Stored) -> Result<()> {
     let json_error = |e: serde_json::Error| Error::Invalid(format!("serialise the drill results: {e}"));
     let data = serde_json::to_vec(stored).map_err(json_error)?;
     let envelope = Envelope { format: FORMAT.to_string(), data: stored, xxh3: format!("{:016x}", xxh3_64(&data)) };
     let mut bytes = serde_json::to_vec(&envelope).map_err(json_error)?;
     bytes.push(b'\n');
-    let temp = TempFile::create(path)?;
-    temp.file().write_all(&bytes).map_err(|e| Error::io(format!("write {}", temp.path().display()), e))?;
+    let temp = fs.temp_file(path)?;
+    temp.write_all_at(&bytes, 0)?;
     temp.commit()
 }
 
@@ -640,7 +641,7 @@ mod tests {
                 StoredEntry { cluster: "c".into(), db: "b.db".into(), result: result(false) },
             ],
         };
-        write_file(&dir.path().join(DRILLS_FILE), &stored).unwrap();
+        write_file(&Fs::default(), &dir.path().join(DRILLS_FILE), &stored).unwrap();
         let loaded = load(dir.path()).unwrap();
         assert_eq!(loaded.len(), 2);
         assert_eq!(loaded[&DbKey { cluster: "c".into(), db: "b.db".into() }], result(false));

@@ -6,6 +6,7 @@
 pub mod http;
 pub mod ltxgen;
 pub mod peers;
+pub mod replay;
 pub mod server;
 pub mod sqlite;
 

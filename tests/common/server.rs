@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ltxvault::Vault;
-use ltxvault::server::{AuthMode, ClusterIdPolicy, Limits};
+use ltxvault::server::{AuthMode, ClusterIdPolicy, Limits, MetricsAccess};
 
 /// A running server; stopped on drop. The vault is closed when its last `Arc` goes.
 pub struct TestServer {
@@ -15,8 +15,20 @@ pub struct TestServer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Serves `vault` on 127.0.0.1 (a free port) until the returned server is dropped.
+/// Serves `vault` on 127.0.0.1 (a free port) until the returned server is dropped,
+/// `/metrics` open to all.
 pub fn serve(vault: Arc<Vault>, auth: AuthMode, ids: ClusterIdPolicy, limits: Limits) -> TestServer {
+    serve_with(vault, auth, ids, MetricsAccess::Open, limits)
+}
+
+/// [`serve`] with `access` deciding who may read `/metrics`.
+pub fn serve_with(
+    vault: Arc<Vault>,
+    auth: AuthMode,
+    ids: ClusterIdPolicy,
+    access: MetricsAccess,
+    limits: Limits,
+) -> TestServer {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     listener.set_nonblocking(true).expect("nonblocking");
@@ -27,17 +39,9 @@ pub fn serve(vault: Arc<Vault>, auth: AuthMode, ids: ClusterIdPolicy, limits: Li
         runtime
             .block_on(async {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                ltxvault::server::run(
-                    listener,
-                    vault,
-                    auth,
-                    ids,
-                    ltxvault::config::MetricsAccess::Open,
-                    limits,
-                    async {
-                        let _ = stopped.await;
-                    },
-                )
+                ltxvault::server::run(listener, vault, auth, ids, access, limits, async {
+                    let _ = stopped.await;
+                })
                 .await
             })
             .expect("serve");
