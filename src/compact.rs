@@ -276,7 +276,9 @@ pub struct Compactor {
 impl Compactor {
     /// One pass of `level` (1-based) over every database; returns the files written. A
     /// database whose compaction fails is logged and left at its last good file; the pass
-    /// goes on with the others and returns the first error at the end.
+    /// goes on with the others and returns the first error at the end. A full disk ends the
+    /// pass at once, unlogged (the others would find no room either; the caller logs it
+    /// once and backs off); the failed file's temporary file is gone already.
     pub fn run_level(&self, level: u8) -> Result<usize> {
         let index = usize::from(level) - 1;
         let Some(&interval) = self.intervals_ms.get(index) else { return Ok(0) };
@@ -286,6 +288,7 @@ impl Compactor {
         for key in self.catalog.keys() {
             match self.run_level_of(level, interval, &key) {
                 Ok(n) => written += n,
+                Err(e) if e.is_no_space() => return Err(e),
                 Err(e) => {
                     if matches!(e, Error::Corrupt { .. }) {
                         self.corruptions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -301,15 +304,19 @@ impl Compactor {
     fn run_level_of(&self, level: u8, interval: i64, key: &crate::catalog::DbKey) -> Result<usize> {
         let index = usize::from(level) - 1;
         let Some(state) = self.catalog.get(key) else { return Ok(0) };
-        let (below, page_size) = {
+        let (below, page_size, done) = {
             let state = crate::catalog::lock(&state);
             if state.deleted {
                 return Ok(0);
             }
-            let done = state.levels.get(index).and_then(|l| l.last()).map_or(TxId::ZERO, |r| r.max_txid);
+            // Where this level goes on from: its last piece, or, when retention has removed
+            // every piece of it (all covered by a coarser level), the end of what the
+            // coarser levels hold; the history before that is compacted already.
+            let done =
+                state.levels[index..].iter().filter_map(|l| l.last()).map(|r| r.max_txid).max().unwrap_or(TxId::ZERO);
             let level_below = if index == 0 { &state.runs } else { &state.levels[index - 1] };
             let below: Vec<Run> = level_below.iter().filter(|r| r.max_txid > done).cloned().collect();
-            (below, state.page_size)
+            (below, state.page_size, done)
         };
         let spans: Vec<Span> =
             below.iter().map(|r| Span { max_txid: r.max_txid, timestamp_ms: r.timestamp_ms }).collect();
@@ -317,8 +324,9 @@ impl Compactor {
         for window in closed_windows(&spans, interval, self.grace_ms, self.clock.now_ms()) {
             let group = &below[window];
             let previous = crate::catalog::lock(&state).levels[index].last().cloned();
+            let follows = previous.as_ref().map_or(done, |p| p.max_txid);
             if let Some(first) = group.first()
-                && !first.min_txid.follows(previous.as_ref().map_or(TxId::ZERO, |p| p.max_txid))
+                && !first.min_txid.follows(follows)
             {
                 return Err(Error::Corrupt {
                     file: self.levels_dir.clone(),

@@ -84,6 +84,16 @@ pub enum Error {
     #[error("vault busy: the ingest queue stayed full for {0} ms; retry later")]
     Busy(u64),
 
+    /// The vault's disk has no room for what was asked (a new log segment, a database's
+    /// page-checksum map): nothing was written and nothing changed, so the request can be
+    /// retried once space is freed (by the operator, or by retention). (HTTP: 507
+    /// `ENOSPC`.)
+    #[error("the vault's disk is full: {context}; free space on it (retention deletes expired history) and retry")]
+    NoSpace {
+        /// What needed the space.
+        context: String,
+    },
+
     /// A write failed earlier; the vault refuses writes until it is reopened.
     #[error("vault is poisoned after a failed write ({0}); reopen it to recover")]
     Poisoned(String),
@@ -144,6 +154,17 @@ impl Error {
     /// Wraps an I/O error with a description of the operation.
     pub fn io(context: impl Into<String>, source: io::Error) -> Error {
         Error::Io { context: context.into(), source }
+    }
+
+    /// Whether this error says the file system is out of space: [`Error::NoSpace`], or an
+    /// OS error `ENOSPC` (or `EDQUOT`, a user quota used up), also inside [`Error::InFile`].
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::NoSpace { .. } => true,
+            Error::Io { source, .. } => matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)),
+            Error::InFile { source, .. } => source.is_no_space(),
+            _ => false,
+        }
     }
 
     /// Puts a file path in front of this error.

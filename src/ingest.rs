@@ -94,7 +94,34 @@ pub(crate) struct WriteRequest {
 
 /// The writer's answer to one request: where the record is and its sequence number, or
 /// why it was not written.
-pub(crate) type Written = Result<(Location, u64), String>;
+pub(crate) type Written = Result<(Location, u64), Refusal>;
+
+/// Why the writer did not write a record.
+#[derive(Clone, Debug)]
+pub(crate) enum Refusal {
+    /// No room on the disk for the log segment the record needed. Nothing was written and
+    /// the log is as it was: the request may be retried once space is freed.
+    NoSpace(String),
+    /// A write failed, or the vault was poisoned before: the vault is poisoned.
+    Poisoned(String),
+}
+
+impl From<Refusal> for crate::Error {
+    fn from(refusal: Refusal) -> crate::Error {
+        match refusal {
+            Refusal::NoSpace(context) => crate::Error::NoSpace { context },
+            Refusal::Poisoned(reason) => crate::Error::Poisoned(reason),
+        }
+    }
+}
+
+/// Why a new segment could not be started.
+enum RollError {
+    /// The disk has no room for it; the log is as it was.
+    NoSpace(crate::Error),
+    /// Anything else, or a failure after the rename (the directory sync): poisons.
+    Fatal(crate::Error),
+}
 
 /// Limits of the writer.
 #[derive(Clone, Copy, Debug)]
@@ -116,6 +143,9 @@ pub(crate) struct LogWriter {
     pub next_seq: u64,
     /// The next segment, being zero-filled in the background.
     pub spare: Option<std::thread::JoinHandle<crate::Result<PreparedSegment>>>,
+    /// Set while the disk has had no room for a new segment (so the transitions are logged
+    /// once, not once per refused upload).
+    pub disk_full: bool,
 }
 
 static PADDING: [u8; 8] = [0; 8];
@@ -148,16 +178,36 @@ impl LogWriter {
         while !batch.is_empty() {
             if let Some(reason) = self.poison.reason() {
                 for request in batch {
-                    let _ = request.done.send(Err(format!("vault is poisoned: {reason}")));
+                    let _ = request.done.send(Err(Refusal::Poisoned(format!("vault is poisoned: {reason}"))));
                 }
                 return;
             }
-            // Room in the active segment for the first request, or a new segment.
+            // Room in the active segment for the first request, or a new segment. A disk
+            // without room for one refuses that request, cleanly: nothing has been written
+            // for it, and the others of the batch may still fit in the active segment.
             let first_len = batch[0].header.record_len();
             let fits = matches!(&self.active, Some((_, _, size, tail)) if tail + first_len <= *size);
-            if !fits && let Err(e) = self.roll(first_len) {
-                self.poison.poison(format!("could not start a new log segment: {e}"));
-                continue;
+            if !fits {
+                match self.roll(first_len) {
+                    Ok(()) => {
+                        if std::mem::take(&mut self.disk_full) {
+                            tracing::info!("the vault's disk has room again: uploads are accepted");
+                        }
+                    }
+                    Err(RollError::NoSpace(e)) => {
+                        if !std::mem::replace(&mut self.disk_full, true) {
+                            tracing::warn!(error = %e, "the vault's disk is full: uploads are refused (507) until space is freed");
+                        }
+                        let refused = batch.remove(0);
+                        let _ =
+                            refused.done.send(Err(Refusal::NoSpace(format!("no room for a new log segment ({e})"))));
+                        continue;
+                    }
+                    Err(RollError::Fatal(e)) => {
+                        self.poison.poison(format!("could not start a new log segment: {e}"));
+                        continue;
+                    }
+                }
             }
             let Some((id, file, size, tail)) = &mut self.active else { continue };
             let start = *tail;
@@ -207,7 +257,7 @@ impl LogWriter {
                     );
                     self.poison.poison(reason.clone());
                     for request in group {
-                        let _ = request.done.send(Err(reason.clone()));
+                        let _ = request.done.send(Err(Refusal::Poisoned(reason.clone())));
                     }
                 }
             }
@@ -217,18 +267,29 @@ impl LogWriter {
     /// Starts the next segment, large enough for a record of `record_len` bytes. The
     /// spare prepared in the background is used when it is big enough; then the one after
     /// is started, so a roll normally costs a rename and a directory sync.
-    fn roll(&mut self, record_len: u64) -> crate::Result<()> {
+    ///
+    /// Until the rename, nothing about the log has changed, so a disk without room for the
+    /// segment (its preparation reserves the space first) is a clean refusal. Once renamed,
+    /// a failed directory sync leaves the log's state unknown: fatal.
+    fn roll(&mut self, record_len: u64) -> Result<(), RollError> {
+        let classify = |e: crate::Error| if e.is_no_space() { RollError::NoSpace(e) } else { RollError::Fatal(e) };
         let id = self.active.as_ref().map_or(1, |(id, ..)| id + 1);
         let needed = align_up(SEGMENT_HEADER_SIZE as u64 + record_len);
         let spare = match self.spare.take().map(|h| h.join()) {
             Some(Ok(Ok(spare))) if spare.id == id && spare.size >= needed => Some(spare),
+            Some(Ok(Ok(spare))) => {
+                spare.discard();
+                None
+            }
             _ => None,
         };
         let prepared = match spare {
             Some(spare) => spare,
-            None => prepare_segment(&self.dir, id, self.limits.segment_bytes.max(needed), self.clock.now_ms())?,
+            None => prepare_segment(&self.dir, id, self.limits.segment_bytes.max(needed), self.clock.now_ms())
+                .map_err(classify)?,
         };
-        let (file, id, size) = prepared.install(&self.dir)?;
+        let (file, id, size) = prepared.rename_into_place(&self.dir).map_err(classify)?;
+        crate::io::sync_dir(&self.dir).map_err(RollError::Fatal)?;
         self.active = Some((id, file, size, SEGMENT_HEADER_SIZE as u64));
         let (dir, size, now) = (self.dir.clone(), self.limits.segment_bytes, self.clock.now_ms());
         self.spare = std::thread::Builder::new()

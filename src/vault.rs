@@ -332,6 +332,7 @@ impl Vault {
             active,
             next_seq: recovered.next_seq,
             spare: None,
+            disk_full: false,
         };
         let compactor = Arc::new(Compactor {
             catalog: catalog.clone(),
@@ -476,40 +477,73 @@ impl Vault {
         let key = DbKey { cluster: cluster.to_string(), db: db.to_string() };
         let sums_dir = self.dir.join("sums");
         // A database deleted between fetching its state and locking it is fetched again:
-        // the deletion took it out of the catalog before it let go of the lock.
-        let (state, done, accepted) = loop {
+        // the deletion took it out of the catalog before it let go of the lock. One upload
+        // of a database is in flight at a time; another waits for its answer.
+        let (state, done, accepted, flight) = loop {
             let state = self.catalog.get_or_create(&key, || new_state(&sums_dir, &key))?;
             let queued = {
                 let mut guard = lock(&state);
+                if let Some(busy) = guard.in_flight.clone() {
+                    drop(guard);
+                    // Returns once the upload in flight has been answered.
+                    let _ = busy.recv();
+                    continue;
+                }
                 if guard.deleted {
                     None
                 } else {
-                    Some(self.enqueue_upload(&mut guard, &key, &header, &trailer, &pages, &payload)?)
+                    let (done, accepted) =
+                        self.enqueue_upload(&mut guard, &key, &header, &trailer, &pages, &payload)?;
+                    Some((done, accepted, InFlight::start(&mut guard, state.clone())))
                 }
             };
-            if let Some((done, accepted)) = queued {
-                break (state, done, accepted);
+            if let Some((done, accepted, flight)) = queued {
+                break (state, done, accepted, flight);
             }
         };
         let written = done.recv().map_err(|_| {
             self.poison.poison("the log writer stopped without answering".into());
             Error::Poisoned("the log writer stopped without answering".into())
         })?;
-        let (loc, _) = written.map_err(Error::Poisoned)?;
-        let Accepted { pre_apply, post_apply, effective_ms } = accepted;
         let mut state = lock(&state);
-        state.add_durable(Run {
-            min_txid: header.min_txid,
-            max_txid: header.max_txid,
-            timestamp_ms: effective_ms,
-            commit: header.commit,
-            pre_apply,
-            post_apply,
-            bytes: bytes.len() as u64,
-            source: Source::Log(loc),
-            level: 0,
-        });
-        Ok(Ack { position: Position { txid: header.max_txid, checksum: post_apply }, hwm: state.hwm })
+        let answer = match written {
+            Ok((loc, _)) => {
+                // The record is durable: the page-checksum map follows it (room for it was
+                // reserved before queueing), then readers see it.
+                if let Err(e) =
+                    apply_to_sums(&mut state.sums, accepted.old_commit, header.commit, &pages, header.page_size)
+                {
+                    self.poison.poison(format!("page checksum map of {cluster}/{db}: {e}"));
+                    return Err(e);
+                }
+                state.add_durable(Run {
+                    min_txid: header.min_txid,
+                    max_txid: header.max_txid,
+                    timestamp_ms: accepted.effective_ms,
+                    commit: header.commit,
+                    pre_apply: accepted.pre_apply,
+                    post_apply: accepted.post_apply,
+                    bytes: bytes.len() as u64,
+                    source: Source::Log(loc),
+                    level: 0,
+                });
+                Ok(Ack { position: Position { txid: header.max_txid, checksum: accepted.post_apply }, hwm: state.hwm })
+            }
+            Err(refusal) => {
+                // Not written (a full disk), or the vault is poisoned. Nothing of this
+                // database was queued after it (one in flight), so putting the pending state
+                // back is all it takes for the next upload to be checked against what is
+                // durable.
+                let Rewind { page_size, pending, pending_commit, pending_timestamp_ms } = accepted.rewind;
+                state.page_size = page_size;
+                state.pending = pending;
+                state.pending_commit = pending_commit;
+                state.pending_timestamp_ms = pending_timestamp_ms;
+                Err(Error::from(refusal))
+            }
+        };
+        flight.finish(&mut state);
+        answer
     }
 
     /// Under the database's lock: checks that a decoded upload continues the pending
@@ -582,20 +616,38 @@ impl Vault {
             payload_len: bytes.len() as u64,
             payload_xxh3: payload_checksum(bytes),
         };
-        let done = self.send_to_writer(record, payload.clone())?;
-        // From here on the record will be written or the vault poisoned: commit the
-        // pending state. A failure to update the map poisons too (it would be wrong).
-        if header.is_snapshot() {
-            state.page_size = header.page_size;
-        }
-        if let Err(e) = apply_to_sums(&mut state.sums, old_commit, header.commit, pages, header.page_size) {
+        // The page-checksum map changes once the record is durable; what can fail about that
+        // is done now, while a failure still changes nothing: growing the file (a full disk
+        // refuses the upload here), and marking the map dirty (a failed sync of its header
+        // poisons, as any failed sync does).
+        state.sums.reserve(header.commit)?;
+        if let Err(e) = state.sums.ensure_dirty() {
             self.poison.poison(format!("page checksum map of {}/{}: {e}", key.cluster, key.db));
             return Err(e);
+        }
+        let done = self.send_to_writer(record, payload.clone())?;
+        // From here on the record will be written, refused for want of space (then the
+        // caller puts `rewind` back), or the vault poisoned: move the pending state.
+        let rewind = Rewind {
+            page_size: state.page_size,
+            pending: state.pending,
+            pending_commit: state.pending_commit,
+            pending_timestamp_ms: state.pending_timestamp_ms,
+        };
+        if header.is_snapshot() {
+            state.page_size = header.page_size;
         }
         state.pending = Position { txid: header.max_txid, checksum: computed };
         state.pending_commit = header.commit;
         state.pending_timestamp_ms = effective_ms;
-        Ok((done, Accepted { pre_apply: record_pre_apply(header, position), post_apply: computed, effective_ms }))
+        let accepted = Accepted {
+            pre_apply: record_pre_apply(header, position),
+            post_apply: computed,
+            effective_ms,
+            old_commit,
+            rewind,
+        };
+        Ok((done, accepted))
     }
 
     /// Queues one record for the log writer, waiting up to the configured time for room;
@@ -847,6 +899,7 @@ fn new_state(sums_dir: &Path, key: &DbKey) -> Result<DbState> {
         runs: Vec::new(),
         sums,
         deleted: false,
+        in_flight: None,
     })
 }
 
@@ -1302,29 +1355,95 @@ fn retention_loop(retention: &Retention, every: Duration, stop: &(Mutex<bool>, C
     }
 }
 
+/// Longest pause of a compactor thread while the disk is full.
+const COMPACTION_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
 /// A compactor thread: one pass of its level, then sleep until woken or a second passes.
+/// While the disk is full it backs off (1 s, 2 s, 4 s… up to 30 s between passes) and says
+/// so once, rather than failing every database every second; ingest has the first claim on
+/// what space there is.
 fn compaction_loop(compactor: &Compactor, level: u8, stop: &(Mutex<bool>, Condvar)) {
     let (flag, wake) = stop;
+    let mut backoff: Option<Duration> = None;
     loop {
-        if let Err(e) = compactor.run_level(level) {
-            tracing::error!(level, error = %e, "compaction failed; will retry");
-        }
+        let pause = match compactor.run_level(level) {
+            Err(e) if e.is_no_space() => {
+                let pause = backoff.map_or(Duration::from_secs(1), |b| (b * 2).min(COMPACTION_BACKOFF_MAX));
+                if backoff.is_none() {
+                    tracing::warn!(level, error = %e, "the vault's disk is full: compaction paused, retrying at growing intervals (up to 30 s)");
+                }
+                backoff = Some(pause);
+                pause
+            }
+            result => {
+                if let Err(e) = result {
+                    tracing::error!(level, error = %e, "compaction failed; will retry");
+                }
+                if backoff.take().is_some() {
+                    tracing::info!(level, "the vault's disk has room again: compaction resumed");
+                }
+                Duration::from_secs(1)
+            }
+        };
         let stopped = flag.lock().unwrap_or_else(|e| e.into_inner());
         if *stopped {
             return;
         }
-        let (stopped, _) = wake.wait_timeout(stopped, Duration::from_secs(1)).unwrap_or_else(|e| e.into_inner());
+        let (stopped, _) = wake.wait_timeout(stopped, pause).unwrap_or_else(|e| e.into_inner());
         if *stopped {
             return;
         }
     }
 }
 
-/// What a queued upload's record says, for the run the acknowledgement adds.
+/// What a queued upload's record says, for the run the acknowledgement adds, and what
+/// undoes its move of the pending state if the writer refuses it.
 struct Accepted {
     pre_apply: Checksum,
     post_apply: Checksum,
     effective_ms: i64,
+    /// The database's size before the upload, for the page-checksum map.
+    old_commit: u32,
+    rewind: Rewind,
+}
+
+/// The pending state of a database before an upload was queued.
+struct Rewind {
+    page_size: u32,
+    pending: Position,
+    pending_commit: u32,
+    pending_timestamp_ms: i64,
+}
+
+/// A database's one upload in flight (see `DbState::in_flight`): set while its record is
+/// queued; cleared by [`InFlight::finish`] once the answer is applied, or, on an early
+/// return or a panic, when dropped. Whoever waits for it is woken when it goes.
+struct InFlight {
+    state: Arc<Mutex<DbState>>,
+    _turn: Sender<()>,
+    finished: bool,
+}
+
+impl InFlight {
+    fn start(guard: &mut DbState, state: Arc<Mutex<DbState>>) -> InFlight {
+        let (turn, waiters) = crossbeam::channel::bounded(0);
+        guard.in_flight = Some(waiters);
+        InFlight { state, _turn: turn, finished: false }
+    }
+
+    /// Clears the mark under the lock the caller holds; waiters wake when `self` drops.
+    fn finish(mut self, state: &mut DbState) {
+        state.in_flight = None;
+        self.finished = true;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.finished {
+            lock(&self.state).in_flight = None;
+        }
+    }
 }
 
 /// The database checksum before an upload, as the vault records it: none for a snapshot,

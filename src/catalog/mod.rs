@@ -139,6 +139,12 @@ pub struct DbState {
     /// leaves the catalog: a thread that fetched the state earlier and locks it only now
     /// must not use it (ingest fetches the database again, readers report it missing).
     pub deleted: bool,
+    /// Set while an upload of this database is between the log queue and its answer;
+    /// another upload waits until it is cleared (a receive on it returns once the first is
+    /// answered). One record in flight per database is what lets the writer refuse a record
+    /// (a full disk) cleanly: nothing of the database was queued after it, so nothing
+    /// depends on it, and putting the pending state back undoes it.
+    pub in_flight: Option<crossbeam::channel::Receiver<()>>,
 }
 
 impl DbState {

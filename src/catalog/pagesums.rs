@@ -173,16 +173,23 @@ impl PageSums {
         })
     }
 
-    /// Makes the map hold `commit` pages: new entries are zero until set, dropped ones go.
-    pub fn resize(&mut self, commit: u32) -> Result<()> {
-        self.ensure_dirty()?;
+    /// Makes room in the file for `commit` pages without changing any entry, so that a
+    /// later [`resize`](Self::resize) to at most `commit` cannot fail: ingest calls it before
+    /// it queues an upload, and a disk without the room refuses the upload there.
+    pub fn reserve(&mut self, commit: u32) -> Result<()> {
         let needed = HEADER_SIZE + commit as usize * ENTRY_SIZE;
         if needed > self.map.len() {
             let capacity = (commit as usize).max(MIN_CAPACITY).next_power_of_two();
-            let len = HEADER_SIZE + capacity * ENTRY_SIZE;
-            self.file.set_len(len as u64).map_err(|e| Error::io(format!("grow {}", self.path.display()), e))?;
-            self.map = map_file(&self.file, &self.path, len)?;
+            self.map = map_file(&self.file, &self.path, HEADER_SIZE + capacity * ENTRY_SIZE)?;
         }
+        Ok(())
+    }
+
+    /// Makes the map hold `commit` pages: new entries are zero until set, dropped ones go.
+    pub fn resize(&mut self, commit: u32) -> Result<()> {
+        self.ensure_dirty()?;
+        self.reserve(commit)?;
+        let needed = HEADER_SIZE + commit as usize * ENTRY_SIZE;
         if commit < self.entries {
             self.map[needed..HEADER_SIZE + self.entries as usize * ENTRY_SIZE].fill(0);
         }
@@ -239,15 +246,18 @@ impl PageSums {
     }
 }
 
+/// Maps the first `len` bytes of `file`, growing it if needed. Every block of them is
+/// allocated first: a store through the map into a page with no block behind it would have
+/// to allocate one, and on a full disk that is a SIGBUS that kills the process; allocated
+/// up front, a full disk is an `ENOSPC` error here instead.
 fn map_file(file: &File, path: &Path, len: usize) -> Result<MmapMut> {
-    let current = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?.len();
-    if (current as usize) < len {
-        file.set_len(len as u64).map_err(|e| Error::io(format!("size {}", path.display()), e))?;
-    }
+    crate::io::preallocate(file, 0, len as u64)
+        .map_err(|e| Error::io(format!("allocate {len} bytes for {}", path.display()), e))?;
     // SAFETY: the vault holds an exclusive lock on its directory, and this map is the only
     // writer of the file within the process (it is owned by its database's state, behind
     // that database's mutex). The file is never truncated below the mapped length while
-    // mapped: growing remaps first.
+    // mapped: growing remaps first. Its blocks are allocated (above), so stores through the
+    // map do not fault on a full disk.
     unsafe { memmap2::MmapOptions::new().len(len).map_mut(file) }
         .map_err(|e| Error::io(format!("mmap {}", path.display()), e))
 }

@@ -37,6 +37,44 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("sync directory {}", dir.display()), e))
 }
 
+/// Allocates the blocks of `len` bytes of `file` at `offset` (`fallocate`, mode 0; the file
+/// grows if needed and the new bytes read as zeros), so that a disk without the room says so
+/// now, with `ENOSPC`, rather than part way through a later write or, for a mapped file,
+/// with a SIGBUS on the first store into an unallocated page. File systems without
+/// `fallocate` get zeros written past the file's current end instead (bytes already in the
+/// file are never overwritten).
+pub fn preallocate(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    if len == 0 {
+        return Ok(());
+    }
+    let (Ok(start), Ok(count)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "allocation past the largest file offset"));
+    };
+    loop {
+        // SAFETY: a plain syscall on an open descriptor; no memory is passed.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, start, count) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP | libc::ENOSYS) => break,
+            _ => return Err(e),
+        }
+    }
+    let end = offset + len;
+    let mut at = file.metadata()?.len().max(offset);
+    let zeros = vec![0u8; len.min(1 << 20) as usize];
+    while at < end {
+        let n = zeros.len().min((end - at) as usize);
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 /// Creates a directory (and its parents) readable by the owner only.
 pub fn make_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;

@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 use format::{RECORD_ALIGN, RECORD_MAGIC, RecordHeader, SEGMENT_HEADER_SIZE, SegmentHeader};
 
 use crate::error::{Error, Result};
-use crate::io::{MappedFile, sync_dir};
+use crate::io::{MappedFile, preallocate};
 
 /// Where a record lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -60,18 +60,30 @@ pub struct PreparedSegment {
     temp: PathBuf,
 }
 
-/// Writes segment `id` of `size` bytes under a temporary name: zero-filled (so later
-/// appends change no file metadata and fdatasync stays cheap), header written, synced.
-/// Slow (it writes `size` bytes), so the log writer has it done ahead of time.
+/// Writes segment `id` of `size` bytes under a temporary name: space reserved with
+/// `fallocate` first (a disk without the room fails here, at once, before a byte is
+/// written), then zero-filled (so later appends change no file metadata and fdatasync stays
+/// cheap), header written, synced. Slow (it writes `size` bytes), so the log writer has it
+/// done ahead of time. On any error the temporary file is removed: a failed attempt on a
+/// full disk leaves nothing that takes space.
 pub fn prepare_segment(dir: &Path, id: u64, size: u64, created_ms: i64) -> Result<PreparedSegment> {
     let temp = dir.join(format!(".{id:016x}.seg.tmp"));
+    let prepared = write_segment(&temp, id, size, created_ms);
+    if prepared.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    Ok(PreparedSegment { file: prepared?, id, size, temp })
+}
+
+fn write_segment(temp: &Path, id: u64, size: u64, created_ms: i64) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&temp)
+        .open(temp)
         .map_err(|e| Error::io(format!("create {}", temp.display()), e))?;
+    preallocate(&file, 0, size).map_err(|e| Error::io(format!("allocate {size} bytes for {}", temp.display()), e))?;
     // Zeros go out 1 MiB at a time, each chunk synced before the next: a log fdatasync
     // issued meanwhile then waits behind at most one chunk of writeback, not the whole
     // segment, which keeps the background preparation from stalling acknowledgements.
@@ -86,7 +98,7 @@ pub fn prepare_segment(dir: &Path, id: u64, size: u64, created_ms: i64) -> Resul
     let header = SegmentHeader { id, created_ms }.encode();
     file.write_all_at(&header, 0).map_err(|e| Error::io(format!("write {}", temp.display()), e))?;
     file.sync_all().map_err(|e| Error::io(format!("sync {}", temp.display()), e))?;
-    Ok(PreparedSegment { file, id, size, temp })
+    Ok(file)
 }
 
 impl PreparedSegment {
@@ -95,12 +107,15 @@ impl PreparedSegment {
         let _ = std::fs::remove_file(&self.temp);
     }
 
-    /// Renames the segment to its final name and syncs the directory: from here on it is
-    /// part of the log.
-    pub fn install(self, dir: &Path) -> Result<(File, u64, u64)> {
+    /// Renames the segment to its final name. Until the caller has synced the directory
+    /// ([`crate::io::sync_dir`]) the rename may not survive a crash; if the rename itself fails the
+    /// temporary file is removed and the log is as it was.
+    pub fn rename_into_place(self, dir: &Path) -> Result<(File, u64, u64)> {
         let path = segment_path(dir, self.id);
-        std::fs::rename(&self.temp, &path).map_err(|e| Error::io(format!("rename {}", self.temp.display()), e))?;
-        sync_dir(dir)?;
+        if let Err(e) = std::fs::rename(&self.temp, &path) {
+            let _ = std::fs::remove_file(&self.temp);
+            return Err(Error::io(format!("rename {}", self.temp.display()), e));
+        }
         Ok((self.file, self.id, self.size))
     }
 }

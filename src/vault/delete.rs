@@ -62,8 +62,15 @@ impl Vault {
         let _passes: Vec<_> =
             self.compactor.passes.iter().map(|pass| pass.lock().unwrap_or_else(|e| e.into_inner())).collect();
         let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
-        let state = self.catalog.get(&key).ok_or_else(not_found)?;
-        let mut state = lock(&state);
+        let entry = self.catalog.get(&key).ok_or_else(not_found)?;
+        let mut state = lock(&entry);
+        // An upload in flight is answered first, so that the pending position the
+        // tombstone records is one the log will hold.
+        while let Some(busy) = state.in_flight.clone() {
+            drop(state);
+            let _ = busy.recv();
+            state = lock(&entry);
+        }
         if state.deleted || state.pending.txid == TxId::ZERO {
             return Err(not_found());
         }
@@ -93,7 +100,7 @@ impl Vault {
             self.poison.poison("the log writer stopped without answering".into());
             Error::Poisoned("the log writer stopped without answering".into())
         })?;
-        let (_, seq) = written.map_err(Error::Poisoned)?;
+        let (_, seq) = written.map_err(Error::from)?;
         // The deletion is durable. Removing the files comes before the state leaves the
         // catalog: a new state for the same name opens the same page-checksum map path.
         self.catalog.set_tombstone(&key, seq);

@@ -6,6 +6,7 @@
 pub mod http;
 pub mod ltxgen;
 pub mod peers;
+pub mod serve;
 
 use ltxvault::ltx::{Checksum, Encoder, Format, Header, PageNo, TxId, database_checksum};
 
@@ -57,6 +58,12 @@ pub struct ModelDb {
     pub txid: u64,
     pub checksum: Checksum,
     pub timestamp_ms: i64,
+    /// The database never grows past this many pages (long runs stay small).
+    pub max_pages: u32,
+    /// Uploads are stamped with the wall clock (made increasing) instead of a made-up
+    /// time a few seconds after the last: for runs where retention and compaction windows
+    /// of seconds must see real ages.
+    pub real_time: bool,
 }
 
 impl ModelDb {
@@ -67,6 +74,8 @@ impl ModelDb {
             txid: 0,
             checksum: Checksum::EMPTY_DATABASE,
             timestamp_ms: 1_700_000_000_000,
+            max_pages: u32::MAX,
+            real_time: false,
         }
     }
 
@@ -89,7 +98,8 @@ impl ModelDb {
             0 if old_commit > 1 => old_commit - 1 - rng.below(old_commit.min(4) as u64) as u32,
             1..=3 => old_commit + 1 + rng.below(4) as u32,
             _ => old_commit.max(1),
-        };
+        }
+        .min(self.max_pages.max(1));
         let mut next = self.clone();
         next.image.resize(new_commit as usize * ps, 0);
         let mut pages: Vec<u32> = Vec::new();
@@ -106,7 +116,12 @@ impl ModelDb {
             rng.fill(&mut next.image[(p as usize - 1) * ps..p as usize * ps]);
         }
         next.txid = self.txid + 1;
-        next.timestamp_ms = self.timestamp_ms + 1 + rng.below(5_000) as i64;
+        next.timestamp_ms = if self.real_time {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+            (now.as_millis() as i64).max(self.timestamp_ms + 1)
+        } else {
+            self.timestamp_ms + 1 + rng.below(5_000) as i64
+        };
         next.checksum = database_checksum(&next.image, self.page_size);
         let header = Header {
             page_size: self.page_size,
