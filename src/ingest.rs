@@ -15,9 +15,14 @@
 //! ```
 //!
 //! The request thread pushes while holding its database's lock, so one database's
-//! records enter the log in TXID order. The writer takes no lock a request thread holds.
-//! A failed write or fdatasync poisons the vault: the writer answers every later request
-//! with an error, and only reopening (which runs recovery) clears it.
+//! records enter the log in TXID order, and a database has one record in flight at a time
+//! (a second upload waits for the first's answer). The writer takes no lock a request
+//! thread holds. A failed write or fdatasync poisons the vault: the writer answers every
+//! later request with an error, and only reopening (which runs recovery) clears it. A disk
+//! without room for the next segment is not a failed write: nothing was written, the log is
+//! as it was, and the writer refuses that request alone (`Refusal::NoSpace`); its request
+//! thread puts the database's pending state back (nothing of the database was queued after
+//! it), and the upload can be retried once space is freed.
 
 use std::fs::File;
 use std::path::PathBuf;

@@ -1136,6 +1136,9 @@ fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<
         if !dir.is_dir() {
             continue;
         }
+        if !dir.join("NAME").exists() && remove_unnamed_level_dir(&dir)? {
+            continue;
+        }
         let (cluster, db) = read_db_name(&dir)?;
         let key = DbKey { cluster, db };
         let mut found: Vec<Run> = Vec::new();
@@ -1217,6 +1220,25 @@ fn load_levels(levels_dir: &Path, catalog: &Catalog, sums_dir: &Path) -> Result<
         }
     }
     Ok(())
+}
+
+/// A database's level directory is made, then its NAME file written, before any level file
+/// goes in: one without NAME is a creation that a crash or a full disk (a directory needs no
+/// block on tmpfs, the file does) cut short. Removes it and returns true when it holds
+/// nothing but temporary files; otherwise (level files without a NAME: damage) leaves it
+/// for `read_db_name` to report.
+fn remove_unnamed_level_dir(dir: &Path) -> Result<bool> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with('.') && name.contains(".tmp-")) {
+            return Ok(false);
+        }
+    }
+    std::fs::remove_dir_all(dir).map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
+    tracing::info!(dir = %dir.display(), "removed a level directory whose creation was cut short");
+    Ok(true)
 }
 
 /// What a retention pass removed.
