@@ -2,7 +2,7 @@
 //! local disk. The uploads are built before the clock starts, so only the vault is timed.
 //! [`serve`] drives a real `ltxvault serve` process over HTTP instead.
 
-mod http;
+pub mod http;
 pub mod serve;
 
 use std::path::Path;

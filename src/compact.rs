@@ -281,7 +281,9 @@ pub struct Compactor {
 impl Compactor {
     /// One pass of `level` (1-based) over every database; returns the files written. A
     /// database whose compaction fails is logged and left at its last good file; the pass
-    /// goes on with the others and returns the first error at the end.
+    /// goes on with the others and returns the first error at the end. A full disk ends the
+    /// pass at once, unlogged (the others would find no room either; the caller logs it
+    /// once and backs off); the failed file's temporary file is gone already.
     pub fn run_level(&self, level: u8) -> Result<usize> {
         let index = usize::from(level) - 1;
         let Some(&interval) = self.intervals_ms.get(index) else { return Ok(0) };
@@ -291,6 +293,7 @@ impl Compactor {
         for key in self.catalog.keys() {
             match self.run_level_of(level, interval, &key) {
                 Ok(n) => written += n,
+                Err(e) if e.is_no_space() => return Err(e),
                 Err(e) => {
                     self.metrics.compaction_failed(level);
                     if matches!(e, Error::Corrupt { .. }) {

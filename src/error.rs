@@ -104,10 +104,11 @@ pub enum Error {
     Busy(u64),
 
     /// The file system is full (`ENOSPC`) or the quota is used up (`EDQUOT`): what was
-    /// being done, with the path, and what the caller should do. [`Error::io`] makes this
-    /// of every such I/O error, so a full disk is told apart from other I/O failures
-    /// wherever it strikes.
-    #[error("disk full: {0} (free space on the vault's file system)")]
+    /// being done, with the path. [`Error::io`] makes this of every such I/O error, so a
+    /// full disk is told apart from other I/O failures wherever it strikes. Where the vault
+    /// refuses cleanly (a new log segment, a page-checksum map, a level file) nothing was
+    /// written and the request can be retried once space is freed. (HTTP: 507 `ENOSPC`.)
+    #[error("the vault's disk is full: {0}; free space on it (retention deletes expired history) and retry")]
     NoSpace(String),
 
     /// A write failed earlier; the vault refuses writes until it is reopened.
@@ -176,6 +177,17 @@ impl Error {
             return Error::NoSpace(format!("{}: {source}", context.into()));
         }
         Error::Io { context: context.into(), source }
+    }
+
+    /// Whether this error says the file system is out of space: [`Error::NoSpace`], or an
+    /// OS error `ENOSPC` (or `EDQUOT`, a user quota used up), also inside [`Error::InFile`].
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::NoSpace { .. } => true,
+            Error::Io { source, .. } => matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)),
+            Error::InFile { source, .. } => source.is_no_space(),
+            _ => false,
+        }
     }
 
     /// Puts a file path in front of this error.

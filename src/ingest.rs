@@ -7,17 +7,24 @@
 //!  decode + verify LTX (no locks)
 //!  lock database
 //!    contiguity, page size, checksum
+//!    reserve page-sum map room
 //!    push WriteRequest ──── bounded ───►  take the first request, then all that are
-//!    update pending state, page sums       queued (up to a batch limit)
+//!    update pending state                  queued (up to a batch limit)
 //!  unlock                                  append them with one gather write,
 //!  wait for the ack  ◄──────────────────   one fdatasync (io_uring or pwrite engine)
-//!  lock database, add durable run, HWM     answer every request of the batch
+//!  lock database: page sums, durable run,  answer every request of the batch
+//!    HWM (or, refused, pending put back)
 //! ```
 //!
 //! The request thread pushes while holding its database's lock, so one database's
-//! records enter the log in TXID order. The writer takes no lock a request thread holds.
-//! A failed write or fdatasync poisons the vault: the writer answers every later request
-//! with an error, and only reopening (which runs recovery) clears it.
+//! records enter the log in TXID order, and a database has one record in flight at a time
+//! (a second upload waits for the first's answer). The writer takes no lock a request
+//! thread holds. A failed write or fdatasync poisons the vault: the writer answers every
+//! later request with an error, and only reopening (which runs recovery) clears it. A disk
+//! without room for the next segment is not a failed write: nothing was written, the log is
+//! as it was, and the writer refuses that request alone (`Refusal::NoSpace`); its request
+//! thread puts the database's pending state back (nothing of the database was queued after
+//! it), and the upload can be retried once space is freed.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -95,9 +102,36 @@ pub(crate) struct WriteRequest {
 }
 
 /// The writer's answer to one request: where the record is and its sequence number, or
-/// why it was not written ([`Error::Poisoned`], or [`Error::NoSpace`] when the disk was
-/// full; the vault is poisoned either way).
-pub(crate) type Written = Result<(Location, u64), Error>;
+/// why it was not written.
+pub(crate) type Written = Result<(Location, u64), Refusal>;
+
+/// Why the writer did not write a record.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// No room on the disk for the log segment the record needed. Nothing was written and
+    /// the log is as it was: the request may be retried once space is freed.
+    NoSpace(String),
+    /// A write failed, or the vault was poisoned before: the vault is poisoned
+    /// ([`Error::Poisoned`], or [`Error::NoSpace`] when a full disk failed the write).
+    Failed(Error),
+}
+
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Error {
+        match refusal {
+            Refusal::NoSpace(context) => Error::NoSpace(context),
+            Refusal::Failed(e) => e,
+        }
+    }
+}
+
+/// Why a new segment could not be started.
+enum RollError {
+    /// The disk has no room for it; the log is as it was.
+    NoSpace(Error),
+    /// Anything else, or a failure after the rename (the directory sync): poisons.
+    Fatal(Error),
+}
 
 /// Limits of the writer.
 #[derive(Clone, Copy, Debug)]
@@ -125,6 +159,9 @@ pub(crate) struct LogWriter {
     /// Where the durable part of the log ends, moved forward after every synced batch (see
     /// [`DurableEnd`]).
     pub durable_end: Arc<DurableEnd>,
+    /// Set while the disk has had no room for a new segment (so the transitions are logged
+    /// once, not once per refused upload).
+    pub disk_full: bool,
 }
 
 /// The end of the durable log: the segment and offset after the last record whose batch
@@ -179,22 +216,41 @@ impl LogWriter {
         while !batch.is_empty() {
             if let Some(reason) = self.poison.reason() {
                 for request in batch {
-                    let _ = request.done.send(Err(Error::Poisoned(reason.clone())));
+                    let _ = request.done.send(Err(Refusal::Failed(Error::Poisoned(reason.clone()))));
                 }
                 return;
             }
-            // Room in the active segment for the first request, or a new segment.
+            // Room in the active segment for the first request, or a new segment. A disk
+            // without room for one refuses that request, cleanly: nothing has been written
+            // for it, and the others of the batch may still fit in the active segment.
             let first_len = batch[0].header.record_len();
             let fits = matches!(&self.active, Some((_, _, size, tail)) if tail + first_len <= *size);
-            if !fits && let Err(e) = self.roll(first_len) {
-                let no_space = matches!(e, Error::NoSpace(_));
-                let cause = if let Error::NoSpace(what) = &e { what.clone() } else { e.to_string() };
-                let reason = format!("could not start a new log segment: {cause}");
-                self.poison.poison(reason.clone());
-                for request in batch {
-                    let _ = request.done.send(Err(failure(reason.clone(), no_space)));
+            if !fits {
+                match self.roll(first_len) {
+                    Ok(()) => {
+                        if std::mem::take(&mut self.disk_full) {
+                            tracing::info!("the vault's disk has room again: uploads are accepted");
+                        }
+                    }
+                    Err(RollError::NoSpace(e)) => {
+                        if !std::mem::replace(&mut self.disk_full, true) {
+                            tracing::warn!(error = %e, "the vault's disk is full: uploads are refused (507) until space is freed");
+                        }
+                        let refused = batch.remove(0);
+                        let _ =
+                            refused.done.send(Err(Refusal::NoSpace(format!("no room for a new log segment ({e})"))));
+                        continue;
+                    }
+                    Err(RollError::Fatal(e)) => {
+                        let no_space = e.is_no_space();
+                        let reason = format!("could not start a new log segment: {e}");
+                        self.poison.poison(reason.clone());
+                        for request in batch {
+                            let _ = request.done.send(Err(failure(reason.clone(), no_space)));
+                        }
+                        return;
+                    }
                 }
-                return;
             }
             let Some((id, file, size, tail)) = &mut self.active else { continue };
             let start = *tail;
@@ -260,7 +316,12 @@ impl LogWriter {
     /// Starts the next segment, large enough for a record of `record_len` bytes. The
     /// spare prepared in the background is used when it is big enough; then the one after
     /// is started, so a roll normally costs a rename and a directory sync.
-    fn roll(&mut self, record_len: u64) -> crate::Result<()> {
+    ///
+    /// Until the rename, nothing about the log has changed, so a disk without room for the
+    /// segment (its preparation reserves the space first) is a clean refusal. Once renamed,
+    /// a failed directory sync leaves the log's state unknown: fatal.
+    fn roll(&mut self, record_len: u64) -> Result<(), RollError> {
+        let classify = |e: crate::Error| if e.is_no_space() { RollError::NoSpace(e) } else { RollError::Fatal(e) };
         let id = self.active.as_ref().map_or(1, |(id, ..)| id + 1);
         let needed = align_up(SEGMENT_HEADER_SIZE as u64 + record_len);
         let spare = match self.spare.take().map(|h| h.join()) {
@@ -283,10 +344,12 @@ impl LogWriter {
         let prepared = match spare {
             Some(spare) => spare,
             None => {
-                prepare_segment(&self.fs, &self.dir, id, self.limits.segment_bytes.max(needed), self.clock.now_ms())?
+                prepare_segment(&self.fs, &self.dir, id, self.limits.segment_bytes.max(needed), self.clock.now_ms())
+                    .map_err(classify)?
             }
         };
-        let (file, id, size) = prepared.install(&self.fs, &self.dir)?;
+        let (file, id, size) = prepared.rename_into_place(&self.fs, &self.dir).map_err(classify)?;
+        self.fs.sync_dir(&self.dir).map_err(RollError::Fatal)?;
         self.active = Some((id, file, size, SEGMENT_HEADER_SIZE as u64));
         let (fs, dir, size, now) = (self.fs.clone(), self.dir.clone(), self.limits.segment_bytes, self.clock.now_ms());
         self.spare = std::thread::Builder::new()
@@ -301,14 +364,14 @@ impl LogWriter {
 /// are not the log's: the writer prepares the segment itself when the spare is missing).
 pub const SEGMENT_PREP_THREAD: &str = "ltxvault-segment-prep";
 
-/// A failed write's answer to a request: [`Error::NoSpace`] when the disk was full,
-/// otherwise [`Error::Poisoned`].
-fn failure(reason: String, no_space: bool) -> Error {
-    if no_space {
+/// A failed write's answer to a request (the vault is poisoned): [`Error::NoSpace`] when
+/// the disk was full, otherwise [`Error::Poisoned`].
+fn failure(reason: String, no_space: bool) -> Refusal {
+    Refusal::Failed(if no_space {
         Error::NoSpace(format!("{reason}; the vault is poisoned until it is reopened"))
     } else {
         Error::Poisoned(reason)
-    }
+    })
 }
 
 /// The database checksum after applying a file's pages onto the state `sums` describes

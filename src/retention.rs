@@ -6,9 +6,16 @@
 //!
 //! - its own points have expired for level k and every finer level (its timestamp is
 //!   before `cutoff(k)`, the oldest of the cutoffs of levels 0..=k), and
-//! - a piece of level k+1 covers its TXIDs and ends before `cutoff(k)` too, so no promised
-//!   point lies inside that piece: every promised point after it is reached through it (or
-//!   something longer), never through the piece that goes.
+//! - a piece of a coarser level (k+1, or any above it) covers its TXIDs and ends before
+//!   `cutoff(k)` too, so no promised point lies inside that piece: every promised point
+//!   after it is reached through it (or something longer), never through the piece that
+//!   goes.
+//!
+//! Any coarser level, not only the next: log records of expired history can outlive the L1
+//! files that covered them (a segment is deleted only once every record in it has expired,
+//! and the records are loaded again when the vault reopens), and by then those L1 files may
+//! have gone in turn, covered by L2 files or an image. Were only L1 coverers counted, such
+//! records could never go, and with them every later segment.
 //!
 //! An image goes once it has expired and a newer image, itself older than `cutoff(3)`,
 //! exists: that newer one is the base every promised point starts from. A level whose
@@ -37,7 +44,7 @@ pub fn expired(levels: &[&[Run]], retention_ms: &[Option<i64>], now_ms: i64) -> 
     for (k, pieces) in levels.iter().enumerate() {
         let Some(cutoff) = cutoff(retention_ms, k, now_ms) else { continue };
         let is_image_level = k == 3;
-        let coverers: &[Run] = levels.get(k + 1).copied().unwrap_or_default();
+        let coverers = || levels.iter().skip(k + 1).flat_map(|level| level.iter());
         let mut n = 0;
         for (i, piece) in pieces.iter().enumerate() {
             if piece.timestamp_ms >= cutoff {
@@ -46,8 +53,7 @@ pub fn expired(levels: &[&[Run]], retention_ms: &[Option<i64>], now_ms: i64) -> 
             let goes = if is_image_level {
                 pieces[i + 1..].iter().any(|newer| newer.timestamp_ms < cutoff)
             } else {
-                coverers
-                    .iter()
+                coverers()
                     .any(|c| c.min_txid <= piece.min_txid && c.max_txid >= piece.max_txid && c.timestamp_ms < cutoff)
             };
             if !goes {
@@ -100,6 +106,25 @@ mod tests {
         // Retention off for L0 keeps everything, at every level.
         let off = [None, Some(H), Some(H), Some(H)];
         assert_eq!(expired(&[&l0, &l1, &none, &none], &off, 100 * H), vec![0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_coarser_level_covers_when_the_next_one_has_gone() {
+        // Log records 1..=6 loaded again at a reopen (their segment outlived them), whose L1
+        // files retention removed once an L2 file and an image covered them.
+        let l0: Vec<Run> = (1..=6).map(|t| piece(0, t, t, t as i64 * H)).collect();
+        let l1 = vec![piece(1, 7, 8, 8 * H)];
+        let l2 = vec![piece(2, 1, 4, 4 * H), piece(2, 5, 8, 8 * H)];
+        let l3 = vec![piece(3, 1, 4, 4 * H)];
+        let kept = [Some(H), Some(2 * H), Some(3 * H), Some(4 * H)];
+        // Now hour 20: everything has expired. 1..=4 are covered by the first L2 file (and
+        // the image), 5..=6 by the second; the L1 file goes under the second L2 file.
+        assert_eq!(expired(&[&l0, &l1, &l2, &l3], &kept, 20 * H), vec![6, 1, 1, 0]);
+        // Covered by the image alone.
+        let none: Vec<Run> = Vec::new();
+        assert_eq!(expired(&[&l0[..4], &none, &none, &l3], &kept, 20 * H), vec![4, 0, 0, 0]);
+        // A coarser piece that ends after the cutoff still protects what it covers.
+        assert_eq!(expired(&[&l0, &none, &l2, &none], &kept, 8 * H + H / 2), vec![4, 0, 0, 0]);
     }
 
     #[test]

@@ -371,6 +371,7 @@ impl Vault {
             next_seq: recovered.next_seq,
             spare: None,
             durable_end: durable_end.clone(),
+            disk_full: false,
         };
         let compactor = Arc::new(Compactor {
             fs: fs.clone(),
@@ -587,16 +588,23 @@ impl Vault {
             new_state(&self.fs, &sums_dir, &key, &self.metrics)
         };
         // A database deleted between fetching its state and locking it is fetched again:
-        // the deletion took it out of the catalog before it let go of the lock.
-        let (state, done, accepted) = loop {
+        // the deletion took it out of the catalog before it let go of the lock. One upload
+        // of a database is in flight at a time; another waits for its answer.
+        let (state, done, accepted, flight) = loop {
             let state = self.catalog.get_or_create(&key, make)?;
             let queued = {
                 let mut guard = lock(&state);
+                if let Some(busy) = guard.in_flight.clone() {
+                    drop(guard);
+                    // Returns once the upload in flight has been answered.
+                    let _ = busy.recv();
+                    continue;
+                }
                 if guard.deleted {
                     None
                 } else {
                     match self.enqueue_upload(&mut guard, &key, &header, &trailer, &pages, &payload) {
-                        Ok(queued) => Some(queued),
+                        Ok((done, accepted)) => Some((done, accepted, InFlight::start(&mut guard, state.clone()))),
                         Err(e) => {
                             self.forget_if_empty(&mut guard, &key);
                             return Err(e);
@@ -604,32 +612,61 @@ impl Vault {
                     }
                 }
             };
-            if let Some((done, accepted)) = queued {
-                break (state, done, accepted);
+            if let Some((done, accepted, flight)) = queued {
+                break (state, done, accepted, flight);
             }
         };
         let written = done.recv().map_err(|_| {
             self.poison.poison("the log writer stopped without answering".into());
             Error::Poisoned("the log writer stopped without answering".into())
         })?;
-        let (loc, _) = written?;
-        let Accepted { pre_apply, post_apply, effective_ms } = accepted;
         let mut state = lock(&state);
-        state.add_durable(Run {
-            min_txid: header.min_txid,
-            max_txid: header.max_txid,
-            timestamp_ms: effective_ms,
-            commit: header.commit,
-            pre_apply,
-            post_apply,
-            bytes: bytes.len() as u64,
-            source: Source::Log(loc),
-            level: 0,
-        });
-        state.counters.uploads.inc();
-        state.counters.bytes.inc_by(bytes.len() as u64);
-        self.metrics.ingest_latency.observe_duration(started.elapsed());
-        Ok(Ack { position: Position { txid: header.max_txid, checksum: post_apply }, hwm: state.hwm })
+        let answer = match written {
+            Ok((loc, _)) => {
+                // The record is durable: the page-checksum map follows it (room for it was
+                // reserved before queueing; a failure here, which does no I/O, poisons: the
+                // map would be wrong), then readers see it.
+                if let Err(e) =
+                    apply_to_sums(&mut state.sums, accepted.old_commit, header.commit, &pages, header.page_size)
+                {
+                    self.poison.poison(format!("page checksum map of {cluster}/{db}: {e}"));
+                    return Err(e);
+                }
+                state.add_durable(Run {
+                    min_txid: header.min_txid,
+                    max_txid: header.max_txid,
+                    timestamp_ms: accepted.effective_ms,
+                    commit: header.commit,
+                    pre_apply: accepted.pre_apply,
+                    post_apply: accepted.post_apply,
+                    bytes: bytes.len() as u64,
+                    source: Source::Log(loc),
+                    level: 0,
+                });
+                state.counters.uploads.inc();
+                state.counters.bytes.inc_by(bytes.len() as u64);
+                self.metrics.ingest_latency.observe_duration(started.elapsed());
+                Ok(Ack { position: Position { txid: header.max_txid, checksum: accepted.post_apply }, hwm: state.hwm })
+            }
+            Err(refusal) => {
+                // Not written (a full disk), or the vault is poisoned. Nothing of this
+                // database was queued after it (one in flight), so putting the pending state
+                // and the quota charge back is all it takes for the next upload to be
+                // checked against what is durable; a database this upload would have
+                // created leaves the catalog again.
+                let Rewind { page_size, pending, pending_commit, pending_timestamp_ms } = accepted.rewind;
+                state.page_size = page_size;
+                state.pending = pending;
+                state.pending_commit = pending_commit;
+                state.pending_timestamp_ms = pending_timestamp_ms;
+                state.stored_bytes -= accepted.footprint;
+                self.catalog.usage.sub(&key.cluster, accepted.footprint);
+                self.forget_if_empty(&mut state, &key);
+                Err(Error::from(refusal))
+            }
+        };
+        flight.finish(&mut state);
+        answer
     }
 
     /// Under the database's lock: checks that a decoded upload continues the pending
@@ -699,8 +736,9 @@ impl Vault {
             payload_len: bytes.len() as u64,
             payload_xxh3: payload_checksum(bytes),
         };
-        // The map's I/O (its clean flag, its growth) before the upload is queued: a
-        // failure there refuses the upload and changes nothing.
+        // What can fail about the page-checksum map's change, which follows the record once
+        // it is durable, is done now, while a failure still changes nothing: its clean flag,
+        // and the growth of its file (a full disk refuses the upload here).
         state.sums.reserve(header.commit)?;
         // Checked last, so that an upload that does not fit the history says so, and
         // charged now, so that uploads racing this one see it.
@@ -710,20 +748,29 @@ impl Vault {
             self.catalog.usage.sub(&key.cluster, footprint);
         })?;
         state.stored_bytes += footprint;
-        // From here on the record will be written or the vault poisoned: commit the
-        // pending state. A failure to update the map poisons too (it would be wrong; after
-        // `reserve` it does no I/O).
+        // From here on the record will be written, refused for want of space (then the
+        // caller puts `rewind` back), or the vault poisoned: move the pending state.
+        let rewind = Rewind {
+            page_size: state.page_size,
+            pending: state.pending,
+            pending_commit: state.pending_commit,
+            pending_timestamp_ms: state.pending_timestamp_ms,
+        };
         if header.is_snapshot() {
             state.page_size = header.page_size;
-        }
-        if let Err(e) = apply_to_sums(&mut state.sums, old_commit, header.commit, pages, header.page_size) {
-            self.poison.poison(format!("page checksum map of {}/{}: {e}", key.cluster, key.db));
-            return Err(e);
         }
         state.pending = Position { txid: header.max_txid, checksum: computed };
         state.pending_commit = header.commit;
         state.pending_timestamp_ms = effective_ms;
-        Ok((done, Accepted { pre_apply: record_pre_apply(header, position), post_apply: computed, effective_ms }))
+        let accepted = Accepted {
+            pre_apply: record_pre_apply(header, position),
+            post_apply: computed,
+            effective_ms,
+            old_commit,
+            footprint,
+            rewind,
+        };
+        Ok((done, accepted))
     }
 
     /// After a refused upload: a state that holds nothing (made for this upload) leaves the
@@ -1010,6 +1057,7 @@ fn new_state(fs: &Fs, sums_dir: &Path, key: &DbKey, metrics: &Metrics) -> Result
         sums,
         deleted: false,
         counters: metrics.cluster_counters(&key.cluster),
+        in_flight: None,
     })
 }
 
@@ -1639,21 +1687,33 @@ fn retention_loop(retention: &Retention, every: Duration, stop: &(Mutex<bool>, C
 const COMPACTION_EVERY: Duration = Duration::from_secs(1);
 /// Longest pause after failed passes (the pause doubles from [`COMPACTION_EVERY`] with
 /// every failure in a row).
-const COMPACTION_BACKOFF_MAX: Duration = Duration::from_secs(60);
+const COMPACTION_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// A compactor thread: one pass of its level, then sleep until woken or a second passes.
-/// After a failed pass (already logged per database by `run_level`; the level stays where
-/// it was) the pause doubles, up to a minute, until a pass succeeds: a full or failing
-/// disk is not hammered, and ingest, which compaction never poisons, goes on meanwhile.
+/// After a failed pass (the level stays where it was) the pause doubles, up to 30 s, until
+/// a pass succeeds: a full or failing disk is not hammered, and ingest, which compaction
+/// never poisons, has the first claim on what space there is. Other failures are logged
+/// per database by `run_level` and once per pass here; a full disk is said once when it
+/// starts and once when it ends.
 fn compaction_loop(compactor: &Compactor, level: u8, stop: &(Mutex<bool>, Condvar)) {
     let (flag, wake) = stop;
     let mut pause = COMPACTION_EVERY;
+    let mut disk_full = false;
     loop {
         pause = match compactor.run_level(level) {
-            Ok(_) => COMPACTION_EVERY,
-            Err(_) => {
+            Ok(_) => {
+                if std::mem::take(&mut disk_full) {
+                    tracing::info!(level, "the vault's disk has room again: compaction resumed");
+                }
+                COMPACTION_EVERY
+            }
+            Err(e) => {
                 let next = (pause * 2).min(COMPACTION_BACKOFF_MAX);
-                tracing::warn!(level, retry_in_s = next.as_secs(), "compaction pass failed; backing off");
+                if !e.is_no_space() {
+                    tracing::warn!(level, retry_in_s = next.as_secs(), "compaction pass failed; backing off");
+                } else if !std::mem::replace(&mut disk_full, true) {
+                    tracing::warn!(level, error = %e, "the vault's disk is full: compaction paused, retrying at growing intervals (up to 30 s)");
+                }
                 next
             }
         };
@@ -1668,11 +1728,56 @@ fn compaction_loop(compactor: &Compactor, level: u8, stop: &(Mutex<bool>, Condva
     }
 }
 
-/// What a queued upload's record says, for the run the acknowledgement adds.
+/// What a queued upload's record says, for the run the acknowledgement adds, and what
+/// undoes its move of the pending state if the writer refuses it.
 struct Accepted {
     pre_apply: Checksum,
     post_apply: Checksum,
     effective_ms: i64,
+    /// The database's size before the upload, for the page-checksum map.
+    old_commit: u32,
+    /// What the record was charged against the cluster's quota.
+    footprint: u64,
+    rewind: Rewind,
+}
+
+/// The pending state of a database before an upload was queued.
+struct Rewind {
+    page_size: u32,
+    pending: Position,
+    pending_commit: u32,
+    pending_timestamp_ms: i64,
+}
+
+/// A database's one upload in flight (see `DbState::in_flight`): set while its record is
+/// queued; cleared by [`InFlight::finish`] once the answer is applied, or, on an early
+/// return or a panic, when dropped. Whoever waits for it is woken when it goes.
+struct InFlight {
+    state: Arc<Mutex<DbState>>,
+    _turn: Sender<()>,
+    finished: bool,
+}
+
+impl InFlight {
+    fn start(guard: &mut DbState, state: Arc<Mutex<DbState>>) -> InFlight {
+        let (turn, waiters) = crossbeam::channel::bounded(0);
+        guard.in_flight = Some(waiters);
+        InFlight { state, _turn: turn, finished: false }
+    }
+
+    /// Clears the mark under the lock the caller holds; waiters wake when `self` drops.
+    fn finish(mut self, state: &mut DbState) {
+        state.in_flight = None;
+        self.finished = true;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.finished {
+            lock(&self.state).in_flight = None;
+        }
+    }
 }
 
 /// The database checksum before an upload, as the vault records it: none for a snapshot,

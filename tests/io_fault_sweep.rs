@@ -260,12 +260,16 @@ enum Step {
 }
 
 /// Whether a fault during a step of this kind, at this operation, must poison the vault:
-/// the log writer's operations on its segments while it writes an upload.
+/// the log writer's operations on its segments while it writes an upload, except a full
+/// disk while it prepares a new segment (anything up to the rename of its temporary file):
+/// nothing of the log changed, and the upload is refused alone.
 fn must_poison(step: Step, fired: &Fired, log_dir: &Path) -> bool {
+    let preparing = fired.path.file_name().is_some_and(|name| name.to_string_lossy().ends_with(".seg.tmp"));
     matches!(step, Step::Ingest | Step::InPlace)
         && fired.case.lane == Lane::Main
         && fired.case.op != Op::Remove
         && fired.path.starts_with(log_dir)
+        && !(preparing && fired.case.kind.errno() == libc::ENOSPC)
 }
 
 /// A failure nothing depends on: removing a temporary file, or the spare segment that the

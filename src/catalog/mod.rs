@@ -146,6 +146,12 @@ pub struct DbState {
     /// The ingest counters of the database's cluster, so an upload adds to them without a
     /// lookup.
     pub counters: crate::metrics::ClusterCounters,
+    /// Set while an upload of this database is between the log queue and its answer;
+    /// another upload waits until it is cleared (a receive on it returns once the first is
+    /// answered). One record in flight per database is what lets the writer refuse a record
+    /// (a full disk) cleanly: nothing of the database was queued after it, so nothing
+    /// depends on it, and putting the pending state back undoes it.
+    pub in_flight: Option<crossbeam::channel::Receiver<()>>,
 }
 
 impl DbState {

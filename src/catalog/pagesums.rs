@@ -227,16 +227,15 @@ impl PageSums {
     }
 
     /// Does the I/O a change to `commit` pages needs (clearing the clean flag, growing the
-    /// file), so that the change itself ([`resize`](Self::resize), [`set`](Self::set))
-    /// then cannot fail: ingest calls it before it commits to an upload.
+    /// file and allocating its blocks), so that the change itself ([`resize`](Self::resize),
+    /// [`set`](Self::set)) then cannot fail: ingest calls it before it commits to an upload,
+    /// and a disk without the room refuses the upload there.
     pub fn reserve(&mut self, commit: u32) -> Result<()> {
         self.ensure_dirty()?;
         let needed = HEADER_SIZE + commit as usize * ENTRY_SIZE;
         if needed > self.map.len() {
             let capacity = (commit as usize).max(MIN_CAPACITY).next_power_of_two();
-            let len = HEADER_SIZE + capacity * ENTRY_SIZE;
-            self.fs.set_len(&self.file, len as u64, &self.path)?;
-            self.map = map_file(&self.fs, &self.file, &self.path, len)?;
+            self.map = map_file(&self.fs, &self.file, &self.path, HEADER_SIZE + capacity * ENTRY_SIZE)?;
         }
         Ok(())
     }
@@ -301,15 +300,17 @@ impl PageSums {
     }
 }
 
+/// Maps the first `len` bytes of `file`, growing it if needed. Every block of them is
+/// allocated first: a store through the map into a page with no block behind it would have
+/// to allocate one, and on a full disk that is a SIGBUS that kills the process; allocated
+/// up front, a full disk is an `ENOSPC` error here instead.
 fn map_file(fs: &Fs, file: &File, path: &Path, len: usize) -> Result<MmapMut> {
-    let current = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?.len();
-    if (current as usize) < len {
-        fs.set_len(file, len as u64, path)?;
-    }
+    fs.allocate(file, 0, len as u64, path)?;
     // SAFETY: the vault holds an exclusive lock on its directory, and this map is the only
     // writer of the file within the process (it is owned by its database's state, behind
     // that database's mutex). The file is never truncated below the mapped length while
-    // mapped: growing remaps first.
+    // mapped: growing remaps first. Its blocks are allocated (above), so stores through the
+    // map do not fault on a full disk.
     unsafe { memmap2::MmapOptions::new().len(len).map_mut(file) }
         .map_err(|e| Error::io(format!("mmap {}", path.display()), e))
 }

@@ -235,26 +235,55 @@ impl Fs {
         }
     }
 
-    /// Reserves `len` bytes at `offset` of `file` (`fallocate` mode 0: extends the file).
-    /// File systems without `fallocate` (`EOPNOTSUPP`) are not an error: the caller's
-    /// writes then allocate as they go.
+    /// Allocates the blocks of `len` bytes at `offset` of `file` (`fallocate` mode 0: the
+    /// file grows if needed and new bytes read as zeros), so that a disk without the room
+    /// says so now, with `ENOSPC`, rather than part way through a later write or, for a
+    /// mapped file, with a SIGBUS on the first store into a page with no block behind it.
+    /// File systems without `fallocate` get zeros written past the file's current end
+    /// instead (bytes already in the file are never overwritten).
     pub fn allocate(&self, file: &File, offset: u64, len: u64, path: &Path) -> Result<()> {
         use std::os::fd::AsRawFd;
+        if len == 0 {
+            return Ok(());
+        }
         let allocate = || {
             self.gate(Op::Allocate, path)?;
             let (offset, len) = match (i64::try_from(offset), i64::try_from(len)) {
                 (Ok(offset), Ok(len)) => (offset, len),
                 _ => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
             };
-            // SAFETY: a plain syscall on an open descriptor; no memory is passed.
-            let result = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
-            if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+            loop {
+                // SAFETY: a plain syscall on an open descriptor; no memory is passed.
+                if unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) } == 0 {
+                    return Ok(());
+                }
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    return Err(e);
+                }
+            }
         };
         match allocate() {
             Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {
+                self.zero_fill(file, offset, len, path)
+            }
             Err(e) => Err(Error::io(format!("allocate {len} bytes in {}", path.display()), e)),
         }
+    }
+
+    /// Writes zeros from the file's end (or `offset`, if past it) up to `offset + len`.
+    fn zero_fill(&self, file: &File, offset: u64, len: u64, path: &Path) -> Result<()> {
+        let end = offset.saturating_add(len);
+        let size = file.metadata().map_err(|e| Error::io(format!("stat {}", path.display()), e))?.len();
+        let mut at = size.max(offset);
+        let zeros = vec![0u8; (end.saturating_sub(at)).min(1 << 20) as usize];
+        while at < end {
+            let n = zeros.len().min((end - at) as usize);
+            self.write_all_at(file, &zeros[..n], at, path)?;
+            at += n as u64;
+        }
+        Ok(())
     }
 
     /// Sets the length of `file` (at `path`).
@@ -411,7 +440,7 @@ mod tests {
         let file = fs.create(&path).unwrap();
         let err = fs.write_all_at(&file, b"abcdefgh", 2, &path).unwrap_err();
         assert!(matches!(err, Error::NoSpace(_)), "{err}");
-        assert!(err.to_string().contains("disk full"), "{err}");
+        assert!(err.to_string().contains("disk is full"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"\0\0abc");
         // Only once: the next write goes through.
         fs.write_all_at(&file, b"xy", 0, &path).unwrap();

@@ -100,15 +100,15 @@ impl PreparedSegment {
         let _ = fs.remove_file(&self.temp);
     }
 
-    /// Renames the segment to its final name and syncs the directory: from here on it is
-    /// part of the log.
-    pub fn install(self, fs: &Fs, dir: &Path) -> Result<(File, u64, u64)> {
+    /// Renames the segment to its final name. Until the caller has synced the directory
+    /// ([`Fs::sync_dir`]) the rename may not survive a crash; if the rename itself fails
+    /// the temporary file is removed and the log is as it was.
+    pub fn rename_into_place(self, fs: &Fs, dir: &Path) -> Result<(File, u64, u64)> {
         let path = segment_path(dir, self.id);
         if let Err(e) = fs.rename(&self.temp, &path) {
             self.discard(fs);
             return Err(e);
         }
-        fs.sync_dir(dir)?;
         Ok((self.file, self.id, self.size))
     }
 }

@@ -216,7 +216,15 @@ impl From<Error> for ApiError {
             Error::BadHeader(_) => (StatusCode::UNPROCESSABLE_ENTITY, "EBADHEADER"),
             Error::AlreadyExists { .. } => (StatusCode::CONFLICT, "EEXISTS"),
             Error::QuotaExceeded { .. } => (StatusCode::INSUFFICIENT_STORAGE, "EQUOTA"),
-            Error::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "ENOSPC"),
+            // Nothing was written: the client may retry once space is freed.
+            e if e.is_no_space() => {
+                let message = match e {
+                    Error::NoSpace(_) => message,
+                    _ => format!("the vault's disk is full: {message}"),
+                };
+                tracing::debug!(error = %message, "refused: the vault's disk is full");
+                return ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "ENOSPC", message);
+            }
             _ => {
                 tracing::error!(error = %e, "request failed inside the vault");
                 (StatusCode::INTERNAL_SERVER_ERROR, "EINTERNAL")
@@ -487,20 +495,41 @@ async fn get_snapshot(State(state): State<AppState>, headers: HeaderMap, uri: Ur
         .plan_restore(&cluster, &db, target)
         .map_err(|e| ApiError::from(e).with_pos(position_of(&state.vault, &cluster, &db)))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let (ready, started) = tokio::sync::oneshot::channel::<Result<(), Error>>();
     let vault = state.vault.clone();
+    let (c, d) = (cluster.clone(), db.clone());
     tokio::task::spawn_blocking(move || {
-        let mut out = ChannelWriter { tx, buf: Vec::with_capacity(ChannelWriter::CHUNK) };
+        let mut out = ChannelWriter { tx, buf: Vec::with_capacity(ChannelWriter::CHUNK), ready: Some(ready) };
         // The point resolved above, by TXID: a timestamp or "latest" must not move while
         // this runs.
-        let result = vault.write_snapshot(&cluster, &db, Target::TxId(plan.txid), format, &mut out);
+        let result = vault.write_snapshot(&c, &d, Target::TxId(plan.txid), format, &mut out);
         match result.and_then(|_| std::io::Write::flush(&mut out).map_err(|e| Error::io("send the snapshot", e))) {
-            Ok(()) => {}
+            Ok(()) => out.start(),
+            // Before the first byte (the restore into a scratch file failed, e.g. on a full
+            // disk): the reply is an error status.
+            Err(e) if out.ready.is_some() => {
+                if let Some(ready) = out.ready.take() {
+                    let _ = ready.send(Err(e));
+                }
+            }
             Err(e) => {
-                tracing::error!(cluster, db, error = %e, "snapshot stream failed");
+                tracing::error!(cluster = c, db = d, error = %e, "snapshot stream failed");
                 let _ = out.tx.blocking_send(Err(std::io::Error::other(e.to_string())));
             }
         }
     });
+    // The status waits for the restore: nothing is streamed before it has been verified.
+    match started.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(ApiError::from(e).with_pos(position_of(&state.vault, &cluster, &db))),
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "EINTERNAL",
+                "the snapshot task stopped without an answer".into(),
+            ));
+        }
+    }
     let mut response = Response::new(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)));
     let headers = response.headers_mut();
     headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
@@ -690,14 +719,24 @@ fn target_of(txid: Option<&str>, timestamp: Option<&str>) -> Result<Target, ApiE
 }
 
 /// A `Write` that hands 256 KiB chunks to the response body; blocks while the client is
-/// slow (the channel holds four chunks), so memory per download stays bounded.
+/// slow (the channel holds four chunks), so memory per download stays bounded. Its first
+/// write (or the end of an empty body) tells the handler, through `ready`, that the
+/// snapshot has been restored and verified and the reply may start.
 struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     buf: Vec<u8>,
+    ready: Option<tokio::sync::oneshot::Sender<Result<(), Error>>>,
 }
 
 impl ChannelWriter {
     const CHUNK: usize = 256 << 10;
+
+    /// Lets the reply start (once).
+    fn start(&mut self) {
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Ok(()));
+        }
+    }
 
     fn send(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
@@ -712,6 +751,7 @@ impl ChannelWriter {
 
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.start();
         self.buf.extend_from_slice(data);
         if self.buf.len() >= Self::CHUNK {
             self.send()?;

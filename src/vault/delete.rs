@@ -63,8 +63,15 @@ impl Vault {
         let _passes: Vec<_> =
             self.compactor.passes.iter().map(|pass| pass.lock().unwrap_or_else(|e| e.into_inner())).collect();
         let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
-        let state = self.catalog.get(&key).ok_or_else(not_found)?;
-        let mut state = lock(&state);
+        let entry = self.catalog.get(&key).ok_or_else(not_found)?;
+        let mut state = lock(&entry);
+        // An upload in flight is answered first, so that the pending position the
+        // tombstone records is one the log will hold.
+        while let Some(busy) = state.in_flight.clone() {
+            drop(state);
+            let _ = busy.recv();
+            state = lock(&entry);
+        }
         if state.deleted || state.pending.txid == TxId::ZERO {
             return Err(not_found());
         }

@@ -7,6 +7,7 @@ pub mod http;
 pub mod ltxgen;
 pub mod peers;
 pub mod replay;
+pub mod serve;
 pub mod server;
 pub mod sqlite;
 
@@ -60,6 +61,12 @@ pub struct ModelDb {
     pub txid: u64,
     pub checksum: Checksum,
     pub timestamp_ms: i64,
+    /// The database never grows past this many pages (long runs stay small).
+    pub max_pages: u32,
+    /// Uploads are stamped with the wall clock (made increasing) instead of a made-up
+    /// time a few seconds after the last: for runs where retention and compaction windows
+    /// of seconds must see real ages.
+    pub real_time: bool,
 }
 
 impl ModelDb {
@@ -70,6 +77,8 @@ impl ModelDb {
             txid: 0,
             checksum: Checksum::EMPTY_DATABASE,
             timestamp_ms: 1_700_000_000_000,
+            max_pages: u32::MAX,
+            real_time: false,
         }
     }
 
@@ -92,7 +101,8 @@ impl ModelDb {
             0 if old_commit > 1 => old_commit - 1 - rng.below(old_commit.min(4) as u64) as u32,
             1..=3 => old_commit + 1 + rng.below(4) as u32,
             _ => old_commit.max(1),
-        };
+        }
+        .min(self.max_pages.max(1));
         let mut next = self.clone();
         next.image.resize(new_commit as usize * ps, 0);
         let mut pages: Vec<u32> = Vec::new();
@@ -109,7 +119,7 @@ impl ModelDb {
             rng.fill(&mut next.image[(p as usize - 1) * ps..p as usize * ps]);
         }
         next.txid = self.txid + 1;
-        next.timestamp_ms = self.timestamp_ms + 1 + rng.below(5_000) as i64;
+        next.timestamp_ms = self.next_timestamp(rng);
         next.checksum = database_checksum(&next.image, self.page_size);
         let header = Header {
             page_size: self.page_size,
@@ -132,16 +142,33 @@ impl ModelDb {
         (bytes, next)
     }
 
+    /// The time of the next upload: the wall clock (made increasing) when `real_time`, else
+    /// a made-up time up to 5 s after the last.
+    pub fn next_timestamp(&self, rng: &mut Rng) -> i64 {
+        if self.real_time {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+            (now.as_millis() as i64).max(self.timestamp_ms + 1)
+        } else {
+            self.timestamp_ms + 1 + rng.below(5_000) as i64
+        }
+    }
+
     /// The upload that takes the model to `image` (a whole database file) `dt_ms` later: a
-    /// snapshot when the model is empty, else the pages that differ or are new.
+    /// snapshot when the model is empty, else the pages that differ or are new (LZ4).
     pub fn change_to(&self, image: Vec<u8>, dt_ms: i64) -> (Vec<u8>, ModelDb) {
+        self.change_to_at(image, self.timestamp_ms + dt_ms, self.txid != 0)
+    }
+
+    /// The upload that takes the model to `image`, stamped `timestamp_ms`: a snapshot when
+    /// the model is empty, else the pages that differ or are new; LZ4 blocks if `compress`.
+    pub fn change_to_at(&self, image: Vec<u8>, timestamp_ms: i64, compress: bool) -> (Vec<u8>, ModelDb) {
         let ps = self.page_size as usize;
         assert_eq!(image.len() % ps, 0, "whole pages");
         let lock = PageNo::lock_page(self.page_size).0;
         let mut next = self.clone();
         next.image = image;
         next.txid = self.txid + 1;
-        next.timestamp_ms = self.timestamp_ms + dt_ms;
+        next.timestamp_ms = timestamp_ms;
         next.checksum = database_checksum(&next.image, self.page_size);
         let header = Header {
             page_size: self.page_size,
@@ -153,9 +180,9 @@ impl ModelDb {
             ..Header::default()
         };
         if self.txid == 0 {
-            return (next.snapshot_bytes_with(&header, false), next);
+            return (next.snapshot_bytes_with(&header, compress), next);
         }
-        let mut enc = Encoder::new(Vec::new(), &header, Format::V1 { compress: true }).expect("header");
+        let mut enc = Encoder::new(Vec::new(), &header, Format::V1 { compress }).expect("header");
         for p in (1..=next.commit()).filter(|&p| p != lock) {
             if p > self.commit() || self.page(p) != next.page(p) {
                 enc.write_page(PageNo(p), next.page(p)).expect("page");
