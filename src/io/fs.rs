@@ -450,6 +450,28 @@ mod tests {
     }
 
     #[test]
+    fn allocation_without_fallocate_writes_zeros_past_the_end_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let fs = Fs::new(None);
+        let file = fs.create(&path).unwrap();
+        fs.write_all_at(&file, b"abc", 0, &path).unwrap();
+        // The fallback for file systems without fallocate: the bytes there stay.
+        fs.zero_fill(&file, 0, 3 << 20, &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 3 << 20);
+        assert_eq!(&bytes[..3], b"abc");
+        assert!(bytes[3..].iter().all(|&b| b == 0));
+        // A range past the end starts where it says.
+        fs.zero_fill(&file, 4 << 20, 10, &path).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), (4 << 20) + 10);
+        // Nothing to allocate is not an error (fallocate itself refuses a length of 0).
+        fs.allocate(&file, 0, 0, &path).unwrap();
+        fs.allocate(&file, 5 << 20, 4096, &path).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), (5 << 20) + 4096);
+    }
+
+    #[test]
     fn failed_operations_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");
