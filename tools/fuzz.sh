@@ -38,6 +38,15 @@ extra=()
 # http_router runs tens of inputs a second, too few for libFuzzer to grow its length limit
 # past the seeds' size in a run of minutes: let it use the whole -max_len at once.
 [ "$target" = http_router ] && extra+=("-len_control=0")
+# Its server's tokio runtime lives for the whole process and starts blocking-pool threads as
+# requests come; LeakSanitizer reports a thread's start-up closure as leaked, after an input
+# that caught one in flight (once in 131,786 inputs; replaying the input reports nothing)
+# and at exit, where the pool's threads are still parked. Neither is the code under test:
+# leak checks are off for this target, and -rss_limit_mb bounds its memory instead.
+if [ "$target" = http_router ]; then
+  extra+=("-detect_leaks=0")
+  export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+fi
 
 TMPDIR="$scratch" nice -n 10 cargo fuzz run -s "$sanitizer" "$target" "corpus/$target" "seeds/$target" -- \
   -max_total_time="$seconds" -max_len=16384 -rss_limit_mb=4096 -malloc_limit_mb=512 -timeout=60 \
