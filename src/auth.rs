@@ -47,11 +47,11 @@
 //!
 //! # File format and concurrency
 //!
-//! Both files are one JSON object, `{"format": F, "data": D, "xxh3": X}`, where `F` names the
-//! file and its version (`ltxvault-tokens-v1`, `ltxvault-cluster-ids-v1`) and `X` is the
-//! xxh3-64 (16 hex digits) of `D` serialised compactly by serde_json (`D` is re-serialised
-//! to verify it, so a hand edit or a damaged byte fails the check instead of, say, moving a
-//! token to another cluster). `D` for tokens:
+//! Both files are one JSON object ([`crate::sealed`]), `{"format": F, "data": D, "xxh3": X}`,
+//! where `F` names the file and its version (`ltxvault-tokens-v1`,
+//! `ltxvault-cluster-ids-v1`) and `X` is the xxh3-64 (16 hex digits) of `D` serialised
+//! compactly by serde_json (`D` is re-serialised to verify it, so a hand edit or a damaged
+//! byte fails the check instead of, say, moving a token to another cluster). `D` for tokens:
 //!
 //! ```text
 //! {"tokens": {"<id>": {"scope": {"kind": "cluster", "name": "c"} | {"kind": "admin"},
@@ -84,7 +84,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{Error, Result};
 use crate::io::TempFile;
@@ -674,14 +673,6 @@ trait FileData: Serialize + DeserializeOwned + Default + Clone + PartialEq {
     fn validate(&self) -> std::result::Result<(), String>;
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Envelope<D> {
-    format: String,
-    data: D,
-    xxh3: String,
-}
-
 /// What `stat` says about the file; any write changes it (module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stamp {
@@ -800,7 +791,7 @@ impl<T: FileData> SharedFile<T> {
     }
 
     fn write(&self, contents: &T, old: Option<Stamp>) -> Result<()> {
-        let bytes = encode(contents)?;
+        let bytes = crate::sealed::seal(T::FORMAT, contents)?;
         let temp = TempFile::create(&self.path)?;
         let io_error = |what: &str, e| Error::io(format!("{what} {}", temp.path().display()), e);
         temp.file().set_permissions(Permissions::from_mode(0o600)).map_err(|e| io_error("chmod 600", e))?;
@@ -825,30 +816,11 @@ impl<T: FileData> SharedFile<T> {
     }
 }
 
-fn encode<T: FileData>(contents: &T) -> Result<Vec<u8>> {
-    let json_error = |e: serde_json::Error| Error::Invalid(format!("serialise {}: {e}", T::FORMAT));
-    let data = serde_json::to_vec(contents).map_err(json_error)?;
-    let envelope = Envelope { format: T::FORMAT.to_string(), data: contents, xxh3: format!("{:016x}", xxh3_64(&data)) };
-    let mut bytes = serde_json::to_vec_pretty(&envelope).map_err(json_error)?;
-    bytes.push(b'\n');
-    Ok(bytes)
-}
-
+/// The file's contents, checked ([`crate::sealed`], then the rules serde cannot check).
 fn decode<T: FileData>(bytes: &[u8]) -> std::result::Result<T, String> {
-    let envelope: Envelope<T> = serde_json::from_slice(bytes).map_err(|e| format!("not a valid file: {e}"))?;
-    if envelope.format != T::FORMAT {
-        return Err(format!("format \"{}\", expected \"{}\"", envelope.format.escape_default(), T::FORMAT));
-    }
-    let data = serde_json::to_vec(&envelope.data).map_err(|e| format!("re-serialise: {e}"))?;
-    let computed = format!("{:016x}", xxh3_64(&data));
-    if computed != envelope.xxh3 {
-        return Err(format!(
-            "xxh3 checksum {} does not match the contents ({computed})",
-            envelope.xxh3.escape_default()
-        ));
-    }
-    envelope.data.validate()?;
-    Ok(envelope.data)
+    let data: T = crate::sealed::unseal(T::FORMAT, bytes)?;
+    data.validate()?;
+    Ok(data)
 }
 
 #[cfg(test)]

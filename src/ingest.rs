@@ -237,13 +237,14 @@ impl LogWriter {
                             tracing::warn!(error = %e, "the vault's disk is full: uploads are refused (507) until space is freed");
                         }
                         let refused = batch.remove(0);
-                        let _ =
-                            refused.done.send(Err(Refusal::NoSpace(format!("no room for a new log segment ({e})"))));
+                        let _ = refused
+                            .done
+                            .send(Err(Refusal::NoSpace(format!("no room for a new log segment ({})", cause(&e)))));
                         continue;
                     }
                     Err(RollError::Fatal(e)) => {
                         let no_space = e.is_no_space();
-                        let reason = format!("could not start a new log segment: {e}");
+                        let reason = format!("could not start a new log segment: {}", cause(&e));
                         self.poison.poison(reason.clone());
                         for request in batch {
                             let _ = request.done.send(Err(failure(reason.clone(), no_space)));
@@ -363,6 +364,16 @@ impl LogWriter {
 /// The name of the thread that prepares the next log segment ahead of use (its failures
 /// are not the log's: the writer prepares the segment itself when the spare is missing).
 pub const SEGMENT_PREP_THREAD: &str = "ltxvault-segment-prep";
+
+/// What went wrong, for a message that says it once: an [`Error::NoSpace`]'s own account
+/// without its advice (the [`Error::NoSpace`] the message goes into gives that), any other
+/// error as it reads.
+fn cause(e: &Error) -> String {
+    match e {
+        Error::NoSpace(what) => what.clone(),
+        other => other.to_string(),
+    }
+}
 
 /// A failed write's answer to a request (the vault is poisoned): [`Error::NoSpace`] when
 /// the disk was full, otherwise [`Error::Poisoned`].

@@ -24,6 +24,7 @@ pub mod quota;
 pub mod report;
 pub mod restore;
 pub mod retention;
+pub(crate) mod sealed;
 pub mod segment;
 pub mod server;
 pub mod snapshot;

@@ -1158,7 +1158,7 @@ fn rebuild_sums_from_restore(segments: &Segments, key: &DbKey, state: &mut DbSta
     let plan = restore::plan(&pieces_of(state), Target::Latest)?;
     let scratch = state.sums.path().with_extension("rebuild");
     let temp = segments.fs().temp_file(&scratch)?;
-    write_restore(segments, &plan, page_size, temp.file(), temp.path(), crate::io::Sync::None, &mut |_, _| {})?;
+    write_scratch(segments, &plan, page_size, &temp)?;
     tracing::info!(cluster = %key.cluster, db = %key.db, txid = %plan.txid, "rebuilt the page-checksum map from a restore");
     let lock_page = crate::ltx::PageNo::lock_page(page_size);
     state.sums.resize(plan.commit)?;
@@ -1188,6 +1188,12 @@ fn rebuild_sums_from_restore(segments: &Segments, key: &DbKey, state: &mut DbSta
         });
     }
     Ok(())
+}
+
+/// [`write_restore`] onto a scratch file that lives only as long as the operation that
+/// reads it: no sync, no progress.
+fn write_scratch(segments: &Segments, plan: &Plan, page_size: u32, scratch: &TempFile) -> Result<()> {
+    write_restore(segments, plan, page_size, scratch.file(), scratch.path(), crate::io::Sync::None, &mut |_, _| {})
 }
 
 /// Writes the planned restore onto `file` (empty; at `path`) and checks the result's

@@ -2,30 +2,14 @@
 //! would run them, checked against what the server will use: `TokenStore::authenticate` and
 //! `ClusterIds`.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+
+use common::cli::{failed, ltxvault, path, succeeded};
 
 use ltxvault::auth::{ClusterIdError, ClusterIds, Scope, TokenStore};
 use serde_json::Value;
-
-fn ltxvault(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ltxvault")).args(args).output().expect("run ltxvault")
-}
-
-fn succeeded(out: &Output) -> String {
-    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout.clone()).expect("utf-8")
-}
-
-/// Asserts the command failed and returns its stderr.
-fn failed(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure, got success; stdout: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8(out.stderr.clone()).expect("utf-8")
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 fn create(data: &Path, scope: &[&str], note: Option<&str>) -> (String, String) {
     let mut args = vec!["token", "create", "--data", path(data)];

@@ -1,23 +1,13 @@
 //! `--config FILE`, `--retention` and `ltxvault config example`, run as a user would run
 //! them; and what `ltxvault info` shows per level.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::cli::{ltxvault, path, succeeded};
 
 use serde_json::Value;
-
-fn ltxvault(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ltxvault")).args(args).output().expect("run ltxvault")
-}
-
-fn succeeded(out: &Output) -> String {
-    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout.clone()).expect("utf-8")
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 fn example() -> String {
     succeeded(&ltxvault(&["config", "example"]))

@@ -11,8 +11,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::cli::{failed, ltxvault, path, succeeded};
 use common::{ModelDb, Rng, seed};
 use ltxvault::clock::ManualClock;
 use ltxvault::io::engine::IoChoice;
@@ -22,24 +23,6 @@ use ltxvault::{Vault, VaultConfig};
 const START: i64 = 1_800_000_000_000;
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
-
-fn ltxvault(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ltxvault")).args(args).output().expect("run ltxvault")
-}
-
-fn succeeded(out: &Output) -> String {
-    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout.clone()).expect("utf-8")
-}
-
-fn failed(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure, got success; stdout: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8(out.stderr.clone()).expect("utf-8")
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 /// The `litestream` binary, or `None` (the test then says what it skipped), unless
 /// LTXVAULT_REQUIRE_TEST_PEERS demands it.

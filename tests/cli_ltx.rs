@@ -1,14 +1,13 @@
 //! `ltxvault ltx inspect` and `ltxvault ltx apply`, run as a user would run them.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::cli::ltxvault;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-fn ltxvault(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ltxvault")).args(args).output().expect("run ltxvault")
-}
 
 fn vectors() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/litestream-0.5.17")

@@ -11,28 +11,10 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cli::{failed, ltxvault, path, succeeded};
 use common::{ModelDb, Rng, seed};
 use ltxvault::io::engine::IoChoice;
 use ltxvault::{Vault, VaultConfig};
-
-fn ltxvault(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ltxvault")).args(args).output().expect("run ltxvault")
-}
-
-fn succeeded(out: &Output) -> String {
-    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout.clone()).expect("utf-8")
-}
-
-/// Asserts the command failed and returns its stderr.
-fn failed(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure, got success; stdout: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8(out.stderr.clone()).expect("utf-8")
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 fn config() -> VaultConfig {
     VaultConfig { io: IoChoice::Std, background_compaction: false, ..VaultConfig::default() }

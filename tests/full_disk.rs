@@ -310,7 +310,12 @@ fn assert_no_space(reply: &Reply, what: &str) {
     let body = reply.json();
     assert_eq!((reply.status, body["code"].as_str()), (507, Some("ENOSPC")), "{what}: {body}");
     let message = body["error"].as_str().unwrap_or_default();
-    assert!(message.contains("disk is full"), "{what}: the message says the disk is full: {message}");
+    assert_eq!(
+        message.matches("disk is full").count(),
+        1,
+        "{what}: the message says the disk is full, once: {message}"
+    );
+    assert!(message.contains("free space"), "{what}: the message says what to do: {message}");
 }
 
 /// Files a failed write could leave behind: temporary files of level files, images, NAME

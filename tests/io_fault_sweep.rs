@@ -765,18 +765,7 @@ fn every_failed_operation_is_reported_and_loses_nothing_acknowledged() {
         counts.iter().filter(|((_, lane), _)| *lane == Lane::Main).map(|(k, v)| (*k, *v)).collect::<Vec<_>>()
     };
     assert_eq!(main(&baseline.counts), main(&again.counts), "the workload's operations are not deterministic");
-    for op in [
-        Op::Create,
-        Op::MakeDir,
-        Op::Write,
-        Op::Copy,
-        Op::Sync,
-        Op::SyncDir,
-        Op::Rename,
-        Op::Remove,
-        Op::Allocate,
-        Op::SetLen,
-    ] {
+    for op in Op::ALL {
         assert!(
             baseline.counts.contains_key(&(op, Lane::Main)),
             "the workload never does {op:?}: {:?}",

@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::cli::ltxvault;
 use common::http::{Body, Reply, request, request_from};
 use common::server::serve;
 use ltxvault::auth::{ClusterIds, Scope, TokenStore};
@@ -67,10 +68,6 @@ fn std_config() -> VaultConfig {
 
 fn text(reply: &Reply) -> String {
     String::from_utf8_lossy(&reply.body).to_string()
-}
-
-fn ltxvault(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ltxvault")).args(args).output().expect("run ltxvault")
 }
 
 // ------------------------------------------------------------------------------------------

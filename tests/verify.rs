@@ -8,10 +8,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::cli::{ltxvault, path};
 use common::http::{Body, request};
 use common::server::TestServer;
 use common::sqlite::SqliteHistory;
@@ -33,14 +33,6 @@ const START: i64 = 1_800_000_000_000 / DAY * DAY;
 
 fn config() -> VaultConfig {
     VaultConfig { io: IoChoice::Std, background_compaction: false, segment_bytes: 64 << 10, ..VaultConfig::default() }
-}
-
-fn ltxvault(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ltxvault")).args(args).output().expect("run ltxvault")
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 /// A vault holding 3.5 days of two SQLite databases, c/app (a transaction every 40

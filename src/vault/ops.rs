@@ -13,7 +13,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::{Ack, Vault, write_restore};
+use super::{Ack, Vault, write_scratch};
 use crate::catalog::{DbKey, Position, lock};
 use crate::error::{Error, Result};
 use crate::ingest::Payload;
@@ -298,15 +298,7 @@ impl Vault {
         let _reading = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let (plan, page_size) = self.plan_restore(cluster, db, target)?;
         let scratch = self.scratch_file("restore")?;
-        write_restore(
-            &self.segments,
-            &plan,
-            page_size,
-            scratch.file(),
-            scratch.path(),
-            crate::io::Sync::None,
-            &mut |_, _| {},
-        )?;
+        write_scratch(&self.segments, &plan, page_size, &scratch)?;
         Ok((plan, page_size, scratch))
     }
 

@@ -3,6 +3,7 @@
 //! must restore to.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod http;
 pub mod ltxgen;
 pub mod peers;
